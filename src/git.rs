@@ -1,0 +1,1 @@
+//! Git, through the `git` command line.

@@ -1,0 +1,19 @@
+//! defsync keeps a platform's project definitions and a Git repository in sync, both ways.
+//!
+//! Data flows one way: [`scan`] the branch, read the platform, [`plan`] per key, then apply.
+
+pub mod api;
+pub mod cli;
+pub mod digest;
+pub mod error;
+pub mod git;
+pub mod layout;
+pub mod model;
+pub mod plan;
+pub mod platform;
+pub mod report;
+pub mod scan;
+pub mod server;
+pub mod store;
+pub mod sync;
+pub mod yaml;

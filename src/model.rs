@@ -1,0 +1,179 @@
+//! Definitions, their keys, and the validation rules of contract part 1.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::digest::{self, Digest};
+
+/// The largest integer magnitude I-JSON allows (2^53 − 1).
+pub const MAX_SAFE_INTEGER: u64 = 9_007_199_254_740_991;
+/// The largest canonical form a definition may have (1 MiB).
+pub const MAX_CANONICAL_BYTES: usize = 1024 * 1024;
+
+/// A definition's identity within a project: `(kind, name)`.
+///
+/// Ordered by kind, then name, both by UTF-8 bytes, which is the manifest order of the contract.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Key {
+    pub kind: String,
+    pub name: String,
+}
+
+impl Key {
+    pub fn new(kind: impl Into<String>, name: impl Into<String>) -> Self {
+        Key { kind: kind.into(), name: name.into() }
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{:?}", self.kind, self.name)
+    }
+}
+
+/// One definition: what is synced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Definition {
+    pub kind: String,
+    pub name: String,
+    #[serde(default)]
+    pub spec: Value,
+}
+
+impl Definition {
+    pub fn key(&self) -> Key {
+        Key::new(&self.kind, &self.name)
+    }
+
+    /// The RFC 8785 canonical form of `{"kind", "name", "spec"}`.
+    pub fn canonical(&self) -> String {
+        digest::canonical_definition(&self.kind, &self.name, &self.spec)
+    }
+
+    pub fn digest(&self) -> Digest {
+        Digest::of_canonical(&self.canonical())
+    }
+
+    /// Checks every rule of contract part 1, returning the canonical form on success so callers
+    /// do not serialise twice.
+    pub fn validate(&self) -> Result<String, String> {
+        validate_kind(&self.kind)?;
+        validate_name(&self.name)?;
+        validate_spec(&self.spec, 0)?;
+        let canonical = self.canonical();
+        if canonical.len() > MAX_CANONICAL_BYTES {
+            return Err(format!(
+                "the canonical form is {} bytes; at most {MAX_CANONICAL_BYTES} are allowed",
+                canonical.len()
+            ));
+        }
+        Ok(canonical)
+    }
+}
+
+/// `kind` must match `^[a-z][a-z0-9-]{0,62}$`.
+pub fn validate_kind(kind: &str) -> Result<(), String> {
+    let mut chars = kind.chars();
+    let ok = matches!(chars.next(), Some('a'..='z'))
+        && kind.len() <= 63
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "kind {kind:?} is not valid: it must match ^[a-z][a-z0-9-]{{0,62}}$ (lower case letters, digits and '-', starting with a letter)"
+        ))
+    }
+}
+
+/// `name`: 1 to 200 scalar values, no control characters, no leading or trailing white space.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let count = name.chars().count();
+    if count == 0 {
+        return Err("name is empty: a definition needs a name of 1 to 200 characters".into());
+    }
+    if count > 200 {
+        return Err(format!("name is {count} characters long; at most 200 are allowed"));
+    }
+    if let Some(c) = name.chars().find(|c| is_control(*c)) {
+        return Err(format!(
+            "name {name:?} holds the control character U+{:04X}, which is not allowed",
+            c as u32
+        ));
+    }
+    if name.trim() != name {
+        return Err(format!("name {name:?} has leading or trailing white space"));
+    }
+    Ok(())
+}
+
+fn is_control(c: char) -> bool {
+    matches!(c as u32, 0x00..=0x1F | 0x7F..=0x9F)
+}
+
+/// Nesting deeper than this is refused: it guards the recursive canonicaliser and renderer.
+pub const MAX_DEPTH: usize = 128;
+
+/// `spec` must be I-JSON: finite numbers, integers within ±(2^53 − 1).
+pub fn validate_spec(value: &Value, depth: usize) -> Result<(), String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("spec is nested more than {MAX_DEPTH} levels deep"));
+    }
+    match value {
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                if u > MAX_SAFE_INTEGER {
+                    return Err(format!("integer {u} is beyond ±(2^53−1), which JSON cannot carry exactly; quote it as a string"));
+                }
+            } else if let Some(i) = n.as_i64() {
+                if i.unsigned_abs() > MAX_SAFE_INTEGER {
+                    return Err(format!("integer {i} is beyond ±(2^53−1), which JSON cannot carry exactly; quote it as a string"));
+                }
+            } else if !n.as_f64().is_some_and(f64::is_finite) {
+                return Err(format!("number {n} is not finite"));
+            }
+            Ok(())
+        }
+        Value::Array(items) => items.iter().try_for_each(|v| validate_spec(v, depth + 1)),
+        Value::Object(map) => map.values().try_for_each(|v| validate_spec(v, depth + 1)),
+        Value::Null | Value::Bool(_) | Value::String(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds() {
+        assert!(validate_kind("workflow").is_ok());
+        assert!(validate_kind("a").is_ok());
+        assert!(validate_kind(&format!("a{}", "b".repeat(62))).is_ok());
+        assert!(validate_kind(&format!("a{}", "b".repeat(63))).is_err());
+        for bad in ["", "Workflow", "1abc", "-a", "work flow", "wörk"] {
+            assert!(validate_kind(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_name("Slack / Notify ../../etc").is_ok());
+        assert!(validate_name(&"é".repeat(200)).is_ok());
+        for bad in ["", " x", "x ", "a\u{0}b", "a\u{85}b", "a\nb"] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_name(&"x".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn integers_beyond_i_json_are_refused() {
+        let ok: Value = serde_json::json!({"a": 9007199254740991_u64, "b": -9007199254740991_i64});
+        assert!(validate_spec(&ok, 0).is_ok());
+        let big: Value = serde_json::json!({"a": 9007199254740992_u64});
+        assert!(validate_spec(&big, 0).is_err());
+        let neg: Value = serde_json::json!([-9007199254740992_i64]);
+        assert!(validate_spec(&neg, 0).is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! The three-way rules of contract part 4, per key.

@@ -1,0 +1,165 @@
+//! The platform a run talks to: a remote one over HTTP, or the embedded SQLite store opened
+//! in-process. Both give the same answers, because the server is a thin layer over the store.
+
+use std::path::PathBuf;
+
+use crate::api::client::{ClientOptions, HttpClient};
+use crate::api::{
+    ApiError, Base, BatchGetResponse, Commit, Commits, CreateCommit, ETag, Manifest, Project,
+    PutSync, SyncRecord,
+};
+use crate::digest::Digest;
+use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    /// The platform answered with an error status.
+    #[error("{0}{hint}", hint = hint(.0))]
+    Api(ApiError),
+    /// The platform could not be reached, or did not answer in time, after every retry.
+    #[error("{0}")]
+    Transport(String),
+    /// The platform answered with data that breaks the contract.
+    #[error("the platform sent invalid data: {0}")]
+    Invalid(String),
+}
+
+impl From<ApiError> for PlatformError {
+    fn from(e: ApiError) -> Self {
+        PlatformError::Api(e)
+    }
+}
+
+impl PlatformError {
+    pub fn api(&self) -> Option<&ApiError> {
+        match self {
+            PlatformError::Api(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// What to do next, for the statuses a person can act on.
+fn hint(e: &ApiError) -> &'static str {
+    match e.status {
+        401 => " (check the API key: DEFSYNC_API_KEY or the action's api-key input)",
+        403 => " (the API key may not read or write this project: grant it access on the platform)",
+        404 if e.code == "not_found" => " (check the project ID and the platform URL)",
+        413 => " (the request is over the platform's size limit)",
+        _ => "",
+    }
+}
+
+pub type Result<T> = std::result::Result<T, PlatformError>;
+
+/// Where a platform is: an `http(s)://` URL, or the path of an embedded store.
+#[derive(Debug, Clone)]
+pub enum Location {
+    Url(String),
+    Store(PathBuf),
+}
+
+impl Location {
+    pub fn parse(s: &str) -> Self {
+        if s.starts_with("http://") || s.starts_with("https://") {
+            Location::Url(s.trim_end_matches('/').to_owned())
+        } else {
+            Location::Store(PathBuf::from(s))
+        }
+    }
+}
+
+pub enum Platform {
+    Http(HttpClient),
+    Embedded(Store),
+}
+
+impl Platform {
+    pub fn open(location: &Location, options: ClientOptions) -> anyhow::Result<Self> {
+        Ok(match location {
+            Location::Url(url) => Platform::Http(HttpClient::new(url, options)?),
+            Location::Store(path) => Platform::Embedded(Store::open(path)?),
+        })
+    }
+
+    /// HTTP requests sent so far (0 for the embedded store), for reports and benchmarks.
+    pub fn requests(&self) -> u64 {
+        match self {
+            Platform::Http(c) => c.requests(),
+            Platform::Embedded(_) => 0,
+        }
+    }
+
+    pub async fn project(&self, project: &str) -> Result<(Project, ETag)> {
+        match self {
+            Platform::Http(c) => c.project(project).await,
+            Platform::Embedded(s) => Ok(s.project(project)?),
+        }
+    }
+
+    pub async fn put_project(&self, project: &str, name: &str) -> Result<(Project, bool)> {
+        match self {
+            Platform::Http(c) => c.put_project(project, name).await,
+            Platform::Embedded(s) => Ok(s.put_project(project, name)?),
+        }
+    }
+
+    pub async fn base(&self, project: &str) -> Result<(Base, ETag)> {
+        match self {
+            Platform::Http(c) => c.base(project).await,
+            Platform::Embedded(s) => Ok(s.base(project)?),
+        }
+    }
+
+    pub async fn commits(&self, project: &str, after_seq: u64, limit: u32) -> Result<Commits> {
+        match self {
+            Platform::Http(c) => c.commits(project, after_seq, limit).await,
+            Platform::Embedded(s) => Ok(s.commits(project, after_seq, limit)?),
+        }
+    }
+
+    pub async fn commit(&self, project: &str, commit: &str) -> Result<Commit> {
+        match self {
+            Platform::Http(c) => c.commit(project, commit).await,
+            Platform::Embedded(s) => Ok(s.commit(project, commit)?),
+        }
+    }
+
+    pub async fn manifest(&self, project: &str, commit: &str) -> Result<Manifest> {
+        match self {
+            Platform::Http(c) => c.manifest(project, commit).await,
+            Platform::Embedded(s) => Ok(s.manifest(project, commit)?),
+        }
+    }
+
+    /// Fetches objects by digest, in batches the contract allows (the HTTP client splits them).
+    pub async fn batch_get(&self, project: &str, digests: &[(Digest, u64)]) -> Result<BatchGetResponse> {
+        match self {
+            Platform::Http(c) => c.batch_get(project, digests).await,
+            Platform::Embedded(s) => {
+                let body = serde_json::to_vec(&crate::api::BatchGetRequest {
+                    digests: digests.iter().map(|(d, _)| d.clone()).collect(),
+                })
+                .expect("serialisable");
+                Ok(s.batch_get(project, &body)?)
+            }
+        }
+    }
+
+    /// Creates a commit. `idempotency_key` is sent on every attempt of the same planned commit.
+    pub async fn create_commit(&self, project: &str, req: &CreateCommit, idempotency_key: &str) -> Result<Commit> {
+        let body = serde_json::to_vec(req).expect("serialisable");
+        match self {
+            Platform::Http(c) => c.create_commit(project, body, idempotency_key).await,
+            Platform::Embedded(s) => Ok(s.create_commit(project, &body, Some(idempotency_key))?),
+        }
+    }
+
+    pub async fn put_sync(&self, project: &str, if_match: &ETag, req: &PutSync) -> Result<(SyncRecord, ETag)> {
+        let body = serde_json::to_vec(req).expect("serialisable");
+        match self {
+            Platform::Http(c) => c.put_sync(project, if_match, body).await,
+            Platform::Embedded(s) => Ok(s.put_sync(project, Some(&if_match.0), &body)?),
+        }
+    }
+}

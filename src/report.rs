@@ -1,0 +1,169 @@
+//! The outcome of a run: one value that becomes the `--json` object, the human log, the Action's
+//! outputs and its job summary.
+
+use serde::Serialize;
+
+use crate::digest::Digest;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    InSync,
+    Changed,
+    Conflict,
+    Invalid,
+    DryRun,
+    /// The run failed (network, platform, Git, configuration); see `error`.
+    Error,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::InSync => "in_sync",
+            Status::Changed => "changed",
+            Status::Conflict => "conflict",
+            Status::Invalid => "invalid",
+            Status::DryRun => "dry_run",
+            Status::Error => "error",
+        }
+    }
+}
+
+/// The side a change is made to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Git,
+    Platform,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    Add,
+    Update,
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub side: Side,
+    pub op: Op,
+    pub kind: String,
+    pub name: String,
+    /// The file, relative to the repository root, with `/` separators.
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resolution {
+    /// Nothing was changed for this key.
+    None,
+    /// The preferred side was written by this run.
+    Written,
+    /// The base was moved so the next run in the other direction carries the preferred side.
+    Deferred,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Conflict {
+    pub kind: String,
+    pub name: String,
+    pub path: Option<String>,
+    pub base: Option<Digest>,
+    pub git: Option<Digest>,
+    pub platform: Option<Digest>,
+    pub resolution: Resolution,
+    /// Both versions rendered as YAML (`None` where that side does not have the key), so a
+    /// person can see what differs.
+    pub git_yaml: Option<String>,
+    pub platform_yaml: Option<String>,
+}
+
+/// A bad file or a bad definition from the platform.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileError {
+    /// Relative to the repository root; for platform data, `platform:<kind>/<name>`.
+    pub path: String,
+    pub line: Option<u64>,
+    pub column: Option<u64>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommitRef {
+    pub id: String,
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReportError {
+    pub message: String,
+    pub exit_code: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub command: String,
+    pub status: Status,
+    pub project: Option<String>,
+    pub platform_commit: Option<CommitRef>,
+    pub requested_commit: Option<String>,
+    pub git_commit: Option<String>,
+    pub changes: Vec<Change>,
+    pub conflicts: Vec<Conflict>,
+    pub errors: Vec<FileError>,
+    /// Set when `status` is `error`.
+    pub error: Option<ReportError>,
+    /// The link of the run, `owner/name` and ref, for summaries.
+    pub repository: Option<String>,
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+    pub path: Option<String>,
+}
+
+impl Report {
+    pub fn new(command: &str) -> Self {
+        Report {
+            command: command.into(),
+            status: Status::InSync,
+            project: None,
+            platform_commit: None,
+            requested_commit: None,
+            git_commit: None,
+            changes: Vec::new(),
+            conflicts: Vec::new(),
+            errors: Vec::new(),
+            error: None,
+            repository: None,
+            git_ref: None,
+            path: None,
+        }
+    }
+
+    /// The process exit status this report stands for (see `error::exit`).
+    pub fn exit_code(&self) -> i32 {
+        match self.status {
+            Status::InSync | Status::Changed | Status::DryRun => {
+                // A dry run that found conflicts or invalid files still says so in its status
+                // code, so a pull-request check fails where the real run would.
+                if !self.errors.is_empty() {
+                    crate::error::exit::INVALID
+                } else if self.conflicts.iter().any(|c| c.resolution == Resolution::None) {
+                    crate::error::exit::CONFLICT
+                } else {
+                    crate::error::exit::OK
+                }
+            }
+            Status::Conflict => crate::error::exit::CONFLICT,
+            Status::Invalid => crate::error::exit::INVALID,
+            Status::Error => self.error.as_ref().map_or(crate::error::exit::FAILURE, |e| e.exit_code),
+        }
+    }
+
+    pub fn count(&self, side: Side, op: Op) -> usize {
+        self.changes.iter().filter(|c| c.side == side && c.op == op).count()
+    }
+}

@@ -1,0 +1,1 @@
+//! Runs: pull, push, status, link.

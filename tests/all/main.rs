@@ -1,0 +1,3 @@
+//! defsync's integration tests: one binary, real `git`, a real `defsync serve` on 127.0.0.1.
+
+mod support;
