@@ -1,9 +1,17 @@
 //! The command line: one file per subcommand, each turning its arguments into a core request.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub mod serve;
 
 #[derive(Debug, Parser)]
-#[command(name = "defsync", version, about = "Keep a platform's project definitions and a Git repository in sync")]
+#[command(
+    name = "defsync",
+    version,
+    about = "Keep a platform's project definitions and a Git repository in sync, both ways",
+    after_help = "Exit status: 0 success, 1 failure (network, platform, git), 2 usage or configuration error, \
+                  3 conflicts found, 4 invalid definitions."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -11,10 +19,117 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the reference platform (the Sync API on SQLite).
-    Serve,
+    /// Bring the platform's head into the branch: write files, commit and push.
+    Pull(SyncArgs),
+    /// Send the branch tip's changed definitions to the platform as one commit.
+    Push(SyncArgs),
+    /// Show what a pull and a push would change; change nothing.
+    Status(SyncArgs),
+    /// Make or move the link between the project and this repository, ref and path.
+    Link(SyncArgs),
+    /// Run the reference platform: the Sync API on SQLite.
+    Serve(serve::ServeArgs),
 }
 
-pub fn run(_cli: Cli) -> i32 {
-    0
+/// Where the platform is and which project; shared by every command that talks to one.
+#[derive(Debug, Clone, Args)]
+pub struct PlatformArgs {
+    /// The platform: an http(s):// URL, or the path of a local SQLite store.
+    #[arg(long, env = "DEFSYNC_PLATFORM", default_value = ".defsync/store.db")]
+    pub platform: String,
+    /// The platform API key.
+    #[arg(long, env = "DEFSYNC_API_KEY", hide_env_values = true, hide = true)]
+    pub api_key: Option<String>,
+    /// The project ID on the platform.
+    #[arg(long, env = "DEFSYNC_PROJECT")]
+    pub project: Option<String>,
+    /// Allow plain http:// to hosts other than loopback (the API key travels in clear text).
+    #[arg(long, env = "DEFSYNC_ALLOW_INSECURE_HTTP")]
+    pub allow_insecure_http: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DirectionArg {
+    Bidirectional,
+    GitToPlatform,
+    PlatformToGit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OnConflict {
+    /// Change nothing, report every conflict, exit 3.
+    #[default]
+    Fail,
+    /// Keep the Git version of conflicting keys.
+    PreferGit,
+    /// Keep the platform's version of conflicting keys.
+    PreferPlatform,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub platform: PlatformArgs,
+    /// Pull only: the platform commit that asked for this run. A pull always syncs the head.
+    #[arg(long, env = "DEFSYNC_COMMIT")]
+    pub commit: Option<String>,
+    /// The sync root, relative to the repository root.
+    #[arg(long, env = "DEFSYNC_PATH", default_value = ".")]
+    pub path: String,
+    /// The branch to sync (default: the current branch).
+    #[arg(long, env = "DEFSYNC_BRANCH")]
+    pub branch: Option<String>,
+    /// The direction of the link.
+    #[arg(long, env = "DEFSYNC_DIRECTION", value_enum, default_value = "bidirectional")]
+    pub direction: DirectionArg,
+    /// What to do with keys changed on both sides.
+    #[arg(long, env = "DEFSYNC_ON_CONFLICT", value_enum, default_value = "fail")]
+    pub on_conflict: OnConflict,
+    /// Plan and report, write nothing.
+    #[arg(long, env = "DEFSYNC_DRY_RUN")]
+    pub dry_run: bool,
+    /// Pull only: commit, but do not push the commit to the origin.
+    #[arg(long, env = "DEFSYNC_NO_PUSH")]
+    pub no_push: bool,
+    /// Print one JSON report on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// The Git remote to fetch from and push to.
+    #[arg(long, env = "DEFSYNC_REMOTE", default_value = "origin")]
+    pub remote: String,
+    /// Commit author for pull commits, as "Name <email>".
+    #[arg(long, env = "DEFSYNC_AUTHOR")]
+    pub author: Option<String>,
+    /// Committer for pull commits, as "Name <email>".
+    #[arg(long, env = "DEFSYNC_COMMITTER")]
+    pub committer: Option<String>,
+}
+
+pub fn run(cli: Cli) -> i32 {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => match serve::run(args).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    crate::error::exit::FAILURE
+                }
+            },
+            _ => 0,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 }
