@@ -2,6 +2,7 @@
 //!
 //! Data flows one way: [`scan`] the branch, read the platform, [`plan`] per key, then apply.
 
+pub mod actions;
 pub mod api;
 pub mod cli;
 pub mod digest;
