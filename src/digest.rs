@@ -18,9 +18,7 @@ impl Digest {
 
     /// Parses a digest received from elsewhere, refusing anything that is not exactly the form.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let hex = s
-            .strip_prefix("sha256:")
-            .ok_or_else(|| format!("digest {s:?} does not start with \"sha256:\""))?;
+        let hex = s.strip_prefix("sha256:").ok_or_else(|| format!("digest {s:?} does not start with \"sha256:\""))?;
         if hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             Ok(Digest(s.to_owned()))
         } else {
@@ -130,17 +128,13 @@ fn write_string(out: &mut String, s: &str) {
 
 fn write_number(out: &mut String, n: &serde_json::Number) {
     // JCS treats every number as an IEEE double. Integers that fit exactly print as integers.
-    if let Some(i) = n.as_i64() {
-        if i.unsigned_abs() <= crate::model::MAX_SAFE_INTEGER {
-            let _ = write!(out, "{i}");
-            return;
-        }
+    if let Some(i) = n.as_i64().filter(|i| i.unsigned_abs() <= crate::model::MAX_SAFE_INTEGER) {
+        let _ = write!(out, "{i}");
+        return;
     }
-    if let Some(u) = n.as_u64() {
-        if u <= crate::model::MAX_SAFE_INTEGER {
-            let _ = write!(out, "{u}");
-            return;
-        }
+    if let Some(u) = n.as_u64().filter(|u| *u <= crate::model::MAX_SAFE_INTEGER) {
+        let _ = write!(out, "{u}");
+        return;
     }
     write_f64(out, n.as_f64().unwrap_or(f64::NAN));
 }
@@ -185,7 +179,7 @@ pub fn write_f64(out: &mut String, f: f64) {
             out.push_str(&digits[1..]);
         }
         out.push('e');
-        out.push(if n - 1 >= 0 { '+' } else { '-' });
+        out.push(if n > 0 { '+' } else { '-' });
         let _ = write!(out, "{}", (n - 1).abs());
     }
 }

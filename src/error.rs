@@ -22,7 +22,7 @@ pub enum Error {
     Config(String),
     /// The platform refused or failed a request (exit 1).
     #[error("platform: {0}")]
-    Platform(#[from] crate::platform::PlatformError),
+    Platform(Box<crate::platform::PlatformError>),
     /// A Git command failed (exit 1).
     #[error("git: {0}")]
     Git(String),
@@ -37,6 +37,12 @@ impl Error {
             Error::Config(_) => exit::USAGE,
             _ => exit::FAILURE,
         }
+    }
+}
+
+impl From<crate::platform::PlatformError> for Error {
+    fn from(e: crate::platform::PlatformError) -> Self {
+        Error::Platform(Box::new(e))
     }
 }
 

@@ -1,1 +1,453 @@
 //! Git, through the `git` command line.
+//!
+//! Commits are built with plumbing on a temporary index (`read-tree`, `update-index`,
+//! `write-tree`, `commit-tree`), so a tree can be verified before any commit exists and the
+//! user's own index is never touched. Refs move only by fast-forward: `git push` without force,
+//! and `merge --ff-only` for the checkout.
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::error::{Error, Result};
+
+/// A 40- or 64-hex-digit object name.
+pub type Oid = String;
+
+/// An entry of `git ls-tree -r`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeEntry {
+    pub mode: String,
+    pub oid: Oid,
+    /// Relative to the repository root.
+    pub path: String,
+}
+
+impl TreeEntry {
+    pub fn is_symlink(&self) -> bool {
+        self.mode == "120000"
+    }
+    pub fn is_file(&self) -> bool {
+        self.mode == "100644" || self.mode == "100755"
+    }
+}
+
+/// A change to a tree: a blob written at a path, or a path removed.
+#[derive(Debug, Clone)]
+pub enum TreeEdit {
+    Write { path: String, content: Vec<u8> },
+    Remove { path: String },
+}
+
+/// The identity of an author or committer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub name: String,
+    pub email: String,
+}
+
+impl Identity {
+    /// Parses `Name <email>`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let s = s.trim();
+        let (name, rest) = s
+            .split_once('<')
+            .ok_or_else(|| Error::Config(format!("identity {s:?} is not of the form \"Name <email>\"")))?;
+        let email = rest
+            .strip_suffix('>')
+            .ok_or_else(|| Error::Config(format!("identity {s:?} is not of the form \"Name <email>\"")))?;
+        Ok(Identity { name: name.trim().to_owned(), email: email.trim().to_owned() })
+    }
+
+    /// The identity GitHub shows for commits made by workflows.
+    pub fn github_actions_bot() -> Self {
+        Identity {
+            name: "github-actions[bot]".into(),
+            email: "41898282+github-actions[bot]@users.noreply.github.com".into(),
+        }
+    }
+}
+
+/// Why a push did not land.
+#[derive(Debug)]
+pub enum PushOutcome {
+    Pushed,
+    /// The remote branch moved: fetch, re-plan and try again.
+    Rejected(String),
+}
+
+/// A Git work tree.
+#[derive(Debug, Clone)]
+pub struct Repo {
+    root: PathBuf,
+    /// `safe.directory` to pass to every command, for container actions whose workspace belongs
+    /// to another user. Given through the environment, so no config file is ever changed.
+    safe_directory: Option<String>,
+}
+
+impl Repo {
+    /// The repository that contains `dir`.
+    pub fn discover(dir: &Path) -> Result<Self> {
+        let safe_directory = std::env::var("GITHUB_WORKSPACE")
+            .ok()
+            .filter(|_| std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true"))
+            .filter(|w| !w.is_empty());
+        let probe = Repo { root: dir.to_path_buf(), safe_directory };
+        let top = probe.run(["rev-parse", "--show-toplevel"]).map_err(|e| {
+            Error::Config(format!(
+                "{} is not inside a Git work tree ({e}); run defsync from a clone of the repository",
+                dir.display()
+            ))
+        })?;
+        Ok(Repo { root: PathBuf::from(top.trim_end_matches(['\n', '\r'])), ..probe })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn command<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new("git");
+        cmd.current_dir(&self.root)
+            .args(args)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            // Names are data: never let a pathspec be read as a glob or magic.
+            .env("GIT_LITERAL_PATHSPECS", "1")
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null());
+        if let Some(dir) = &self.safe_directory {
+            cmd.env("GIT_CONFIG_COUNT", "1").env("GIT_CONFIG_KEY_0", "safe.directory").env("GIT_CONFIG_VALUE_0", dir);
+        }
+        cmd
+    }
+
+    /// Runs git and returns its stdout; a non-zero exit is an error carrying stderr.
+    fn run<I, S>(&self, args: I) -> Result<String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let out = self.output(self.command(args))?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    fn output(&self, mut cmd: Command) -> Result<Vec<u8>> {
+        let out = cmd.output().map_err(|e| Error::Git(format!("cannot run git: {e}")))?;
+        if out.status.success() { Ok(out.stdout) } else { Err(Error::Git(describe_failure(&cmd, &out.stderr))) }
+    }
+
+    /// Runs git with `input` on stdin.
+    fn run_with_input(&self, mut cmd: Command, input: &[u8]) -> Result<Vec<u8>> {
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| Error::Git(format!("cannot run git: {e}")))?;
+        let mut stdin = child.stdin.take().expect("piped");
+        let out = std::thread::scope(|s| {
+            s.spawn(move || {
+                let _ = stdin.write_all(input);
+            });
+            child.wait_with_output()
+        })
+        .map_err(|e| Error::Git(format!("git failed: {e}")))?;
+        if out.status.success() { Ok(out.stdout) } else { Err(Error::Git(describe_failure(&cmd, &out.stderr))) }
+    }
+
+    pub fn rev_parse(&self, rev: &str) -> Result<Oid> {
+        Ok(self.run(["rev-parse", "--verify", "--quiet", &format!("{rev}^{{commit}}")])?.trim().to_owned())
+    }
+
+    pub fn try_rev_parse(&self, rev: &str) -> Option<Oid> {
+        self.rev_parse(rev).ok()
+    }
+
+    /// The checked-out branch, or `None` on a detached HEAD.
+    pub fn current_branch(&self) -> Option<String> {
+        self.run(["symbolic-ref", "--quiet", "--short", "HEAD"])
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    }
+
+    pub fn remote_url(&self, remote: &str) -> Option<String> {
+        self.run(["remote", "get-url", remote]).ok().map(|s| s.trim().to_owned())
+    }
+
+    pub fn is_shallow(&self) -> bool {
+        self.run(["rev-parse", "--is-shallow-repository"]).is_ok_and(|s| s.trim() == "true")
+    }
+
+    /// Fetches `branch` from `remote` into `refs/remotes/<remote>/<branch>` and returns its tip.
+    /// A shallow clone stays shallow (depth 1 is all a run needs); a full clone stays full.
+    pub fn fetch(&self, remote: &str, branch: &str) -> Result<Oid> {
+        let tracking = format!("refs/remotes/{remote}/{branch}");
+        let refspec = format!("+refs/heads/{branch}:{tracking}");
+        let mut args = vec!["fetch", "--quiet", "--no-tags", "--no-write-fetch-head"];
+        if self.is_shallow() {
+            args.push("--depth=1");
+        }
+        args.extend([remote, refspec.as_str()]);
+        self.run(&args).map_err(|e| match e {
+            Error::Git(m) => Error::Git(format!(
+                "cannot fetch branch {branch:?} from {remote:?}: {m}. Check that the branch exists and that the checkout has credentials (actions/checkout keeps them unless persist-credentials is false)"
+            )),
+            e => e,
+        })?;
+        self.rev_parse(&tracking)
+    }
+
+    /// Whether `ancestor` is an ancestor of (or equal to) `descendant`.
+    pub fn is_ancestor(&self, ancestor: &str, descendant: &str) -> bool {
+        self.command(["merge-base", "--is-ancestor", ancestor, descendant])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Paths with uncommitted changes (tracked or untracked) at or below `path`.
+    pub fn dirty_paths(&self, path: &str) -> Result<Vec<String>> {
+        let out = self.output({
+            let mut c = self.command(["status", "--porcelain=v1", "-z", "--untracked-files=all", "--", path]);
+            c.env_remove("GIT_LITERAL_PATHSPECS");
+            c
+        })?;
+        let mut paths = Vec::new();
+        let mut fields = out.split(|b| *b == 0).filter(|f| !f.is_empty());
+        while let Some(entry) = fields.next() {
+            if entry.len() < 4 {
+                continue;
+            }
+            let status = &entry[..2];
+            paths.push(String::from_utf8_lossy(&entry[3..]).into_owned());
+            // A rename or copy is followed by its source path.
+            if status.contains(&b'R') || status.contains(&b'C') {
+                fields.next();
+            }
+        }
+        Ok(paths)
+    }
+
+    /// Moves the checkout forward to `commit`; refuses anything but a fast-forward.
+    pub fn fast_forward(&self, commit: &str) -> Result<()> {
+        self.run(["merge", "--ff-only", "--quiet", commit]).map(drop)
+    }
+
+    /// Every blob below `path` (a directory relative to the root, `.` for all) in `commit`.
+    pub fn ls_tree(&self, commit: &str, path: &str) -> Result<Vec<TreeEntry>> {
+        let mut args = vec!["ls-tree", "-r", "-z", "--full-tree", commit];
+        if path != "." {
+            args.extend(["--", path]);
+        }
+        let out = self.output(self.command(&args))?;
+        let mut entries = Vec::new();
+        for record in out.split(|b| *b == 0).filter(|r| !r.is_empty()) {
+            let record = String::from_utf8_lossy(record);
+            let (meta, path) =
+                record.split_once('\t').ok_or_else(|| Error::Git(format!("unexpected ls-tree output: {record:?}")))?;
+            let mut meta = meta.split(' ');
+            let (Some(mode), Some(_kind), Some(oid)) = (meta.next(), meta.next(), meta.next()) else {
+                return Err(Error::Git(format!("unexpected ls-tree output: {record:?}")));
+            };
+            entries.push(TreeEntry { mode: mode.to_owned(), oid: oid.to_owned(), path: path.to_owned() });
+        }
+        Ok(entries)
+    }
+
+    /// Whether `path` is a directory in `commit`'s tree.
+    pub fn tree_has_path(&self, commit: &str, path: &str) -> bool {
+        path == "." || self.run(["cat-file", "-e", &format!("{commit}:{path}")]).is_ok()
+    }
+
+    /// Reads blobs through one `git cat-file --batch`, in the order given.
+    pub fn read_blobs(&self, oids: &[&str]) -> Result<Vec<Vec<u8>>> {
+        if oids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = self.command(["cat-file", "--batch"]);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| Error::Git(format!("cannot run git: {e}")))?;
+        let mut stdin = child.stdin.take().expect("piped");
+        let stdout = child.stdout.take().expect("piped");
+        let input: String = oids.iter().map(|o| format!("{o}\n")).collect();
+        let result = std::thread::scope(|s| {
+            s.spawn(move || {
+                let _ = stdin.write_all(input.as_bytes());
+            });
+            let mut reader = BufReader::new(stdout);
+            let mut blobs = Vec::with_capacity(oids.len());
+            let mut header = String::new();
+            for oid in oids {
+                header.clear();
+                reader.read_line(&mut header).map_err(|e| Error::Git(e.to_string()))?;
+                let mut parts = header.split_whitespace();
+                let (Some(_), Some(kind), Some(size)) = (parts.next(), parts.next(), parts.next()) else {
+                    return Err(Error::Git(format!("object {oid} is missing: {}", header.trim())));
+                };
+                if kind != "blob" {
+                    return Err(Error::Git(format!("object {oid} is a {kind}, not a blob")));
+                }
+                let size: usize = size.parse().map_err(|_| Error::Git(format!("bad size for {oid}")))?;
+                let mut blob = vec![0; size + 1];
+                reader.read_exact(&mut blob).map_err(|e| Error::Git(e.to_string()))?;
+                blob.pop(); // the newline after each object
+                blobs.push(blob);
+            }
+            Ok(blobs)
+        });
+        let status = child.wait().map_err(|e| Error::Git(e.to_string()))?;
+        let blobs = result?;
+        if !status.success() {
+            return Err(Error::Git("git cat-file --batch failed".into()));
+        }
+        Ok(blobs)
+    }
+
+    /// Writes blobs into the object store and returns their names, in order.
+    fn write_blobs(&self, contents: &[&[u8]]) -> Result<Vec<Oid>> {
+        if contents.is_empty() {
+            return Ok(Vec::new());
+        }
+        // `hash-object --stdin-paths` writes many blobs with one process; the files are staged
+        // in a private folder inside .git, never in the work tree.
+        let git_dir = self.git_dir()?;
+        let scratch = tempfile::Builder::new()
+            .prefix("defsync-")
+            .tempdir_in(&git_dir)
+            .map_err(|e| Error::Git(format!("cannot create a scratch folder in {}: {e}", git_dir.display())))?;
+        let mut list = String::new();
+        for (i, content) in contents.iter().enumerate() {
+            let file = scratch.path().join(i.to_string());
+            std::fs::write(&file, content).map_err(|e| Error::Git(format!("cannot write {}: {e}", file.display())))?;
+            list.push_str(&file.to_string_lossy());
+            list.push('\n');
+        }
+        let out =
+            self.run_with_input(self.command(["hash-object", "-w", "--no-filters", "--stdin-paths"]), list.as_bytes())?;
+        let oids: Vec<Oid> = String::from_utf8_lossy(&out).lines().map(str::to_owned).collect();
+        if oids.len() != contents.len() {
+            return Err(Error::Git("git hash-object returned the wrong number of objects".into()));
+        }
+        Ok(oids)
+    }
+
+    pub fn git_dir(&self) -> Result<PathBuf> {
+        let dir = self.run(["rev-parse", "--absolute-git-dir"])?;
+        Ok(PathBuf::from(dir.trim_end_matches(['\n', '\r'])))
+    }
+
+    /// The tree of `base` with `edits` applied, written to the object store. Nothing else moves.
+    pub fn edit_tree(&self, base: &str, edits: &[TreeEdit]) -> Result<Oid> {
+        let git_dir = self.git_dir()?;
+        let index = tempfile::Builder::new()
+            .prefix("defsync-index-")
+            .tempfile_in(&git_dir)
+            .map_err(|e| Error::Git(format!("cannot create a temporary index: {e}")))?;
+        let index_path = index.path().to_path_buf();
+        let with_index = |args: &[&str]| {
+            let mut c = self.command(args);
+            c.env("GIT_INDEX_FILE", &index_path);
+            c
+        };
+        self.output(with_index(&["read-tree", base]))?;
+        let writes: Vec<&[u8]> = edits
+            .iter()
+            .filter_map(|e| match e {
+                TreeEdit::Write { content, .. } => Some(content.as_slice()),
+                TreeEdit::Remove { .. } => None,
+            })
+            .collect();
+        let mut oids = self.write_blobs(&writes)?.into_iter();
+        let mut info = Vec::new();
+        for edit in edits {
+            match edit {
+                TreeEdit::Write { path, .. } => {
+                    let oid = oids.next().expect("one oid per write");
+                    info.extend_from_slice(format!("100644 {oid}\t{path}").as_bytes());
+                }
+                TreeEdit::Remove { path } => {
+                    info.extend_from_slice(format!("0 {}\t{path}", "0".repeat(40)).as_bytes());
+                }
+            }
+            info.push(0);
+        }
+        self.run_with_input(with_index(&["update-index", "-z", "--index-info"]), &info)?;
+        let tree = self.output(with_index(&["write-tree"]))?;
+        Ok(String::from_utf8_lossy(&tree).trim().to_owned())
+    }
+
+    pub fn tree_of(&self, commit: &str) -> Result<Oid> {
+        Ok(self.run(["rev-parse", &format!("{commit}^{{tree}}")])?.trim().to_owned())
+    }
+
+    /// Creates a commit object; no ref moves.
+    pub fn commit_tree(
+        &self,
+        tree: &str,
+        parent: &str,
+        message: &str,
+        author: Option<&Identity>,
+        committer: Option<&Identity>,
+    ) -> Result<Oid> {
+        let mut cmd = self.command(["commit-tree", tree, "-p", parent, "-F", "-"]);
+        if let Some(a) = author {
+            cmd.env("GIT_AUTHOR_NAME", &a.name).env("GIT_AUTHOR_EMAIL", &a.email);
+        }
+        if let Some(c) = committer {
+            cmd.env("GIT_COMMITTER_NAME", &c.name).env("GIT_COMMITTER_EMAIL", &c.email);
+        }
+        let out = self.run_with_input(cmd, message.as_bytes()).map_err(|e| match e {
+            Error::Git(m) if m.contains("tell me who you are") || m.contains("empty ident") => Error::Config(format!(
+                "Git has no identity to commit with: set user.name and user.email, or pass --author/--committer ({m})"
+            )),
+            e => e,
+        })?;
+        Ok(String::from_utf8_lossy(&out).trim().to_owned())
+    }
+
+    /// Pushes `commit` to `refs/heads/<branch>` on `remote`, fast-forward only.
+    pub fn push(&self, remote: &str, commit: &str, branch: &str) -> Result<PushOutcome> {
+        let refspec = format!("{commit}:refs/heads/{branch}");
+        let mut cmd = self.command(["push", "--porcelain", "--quiet", remote, &refspec]);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let out = cmd.output().map_err(|e| Error::Git(format!("cannot run git: {e}")))?;
+        if out.status.success() {
+            return Ok(PushOutcome::Pushed);
+        }
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        if text.contains("non-fast-forward") || text.contains("[rejected]") || text.contains("fetch first") {
+            return Ok(PushOutcome::Rejected(text.trim().to_owned()));
+        }
+        Err(Error::Git(push_failure_hint(branch, &text)))
+    }
+
+    /// The subject and trailers of a commit, for reports.
+    pub fn commit_message(&self, commit: &str) -> Result<String> {
+        self.run(["log", "-1", "--format=%B", commit])
+    }
+}
+
+fn describe_failure(cmd: &Command, stderr: &[u8]) -> String {
+    let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+    let stderr = String::from_utf8_lossy(stderr);
+    let stderr = stderr.trim();
+    format!("`git {}` failed: {}", args.join(" "), if stderr.is_empty() { "(no message)" } else { stderr })
+}
+
+fn push_failure_hint(branch: &str, text: &str) -> String {
+    let hint = if text.contains("GH006") || text.contains("protected branch") || text.contains("rule violations") {
+        "the branch is protected by a rule or ruleset that refuses direct pushes: allow the workflow to push, or deliver through a pull request"
+    } else if text.contains("refusing to allow") && text.contains("workflow") {
+        "definitions under .github/workflows need a token with the workflows permission"
+    } else if text.contains("403") || text.contains("Permission") || text.contains("denied") {
+        "the token may not push: give the workflow `permissions: contents: write`"
+    } else if text.contains("could not read Username") || text.contains("Authentication failed") {
+        "the checkout has no credentials: keep actions/checkout's persist-credentials, or configure a token"
+    } else {
+        "see Git's message"
+    };
+    format!("cannot push to branch {branch:?}: {hint}. Git said: {}", text.trim())
+}

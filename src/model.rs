@@ -98,10 +98,7 @@ pub fn validate_name(name: &str) -> Result<(), String> {
         return Err(format!("name is {count} characters long; at most 200 are allowed"));
     }
     if let Some(c) = name.chars().find(|c| is_control(*c)) {
-        return Err(format!(
-            "name {name:?} holds the control character U+{:04X}, which is not allowed",
-            c as u32
-        ));
+        return Err(format!("name {name:?} holds the control character U+{:04X}, which is not allowed", c as u32));
     }
     if name.trim() != name {
         return Err(format!("name {name:?} has leading or trailing white space"));
@@ -125,11 +122,15 @@ pub fn validate_spec(value: &Value, depth: usize) -> Result<(), String> {
         Value::Number(n) => {
             if let Some(u) = n.as_u64() {
                 if u > MAX_SAFE_INTEGER {
-                    return Err(format!("integer {u} is beyond ±(2^53−1), which JSON cannot carry exactly; quote it as a string"));
+                    return Err(format!(
+                        "integer {u} is beyond ±(2^53−1), which JSON cannot carry exactly; quote it as a string"
+                    ));
                 }
             } else if let Some(i) = n.as_i64() {
                 if i.unsigned_abs() > MAX_SAFE_INTEGER {
-                    return Err(format!("integer {i} is beyond ±(2^53−1), which JSON cannot carry exactly; quote it as a string"));
+                    return Err(format!(
+                        "integer {i} is beyond ±(2^53−1), which JSON cannot carry exactly; quote it as a string"
+                    ));
                 }
             } else if !n.as_f64().is_some_and(f64::is_finite) {
                 return Err(format!("number {n} is not finite"));

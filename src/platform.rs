@@ -5,8 +5,7 @@ use std::path::PathBuf;
 
 use crate::api::client::{ClientOptions, HttpClient};
 use crate::api::{
-    ApiError, Base, BatchGetResponse, Commit, Commits, CreateCommit, ETag, Manifest, Project,
-    PutSync, SyncRecord,
+    ApiError, Base, BatchGetResponse, Commit, Commits, CreateCommit, ETag, Manifest, Project, PutSync, SyncRecord,
 };
 use crate::digest::Digest;
 use crate::store::Store;

@@ -218,20 +218,15 @@ pub struct ApiError {
     pub code: String,
     pub message: String,
     /// Extra members of the error object (`head`, `details`, ...).
-    pub extra: serde_json::Map<String, Value>,
+    /// Boxed: it is rare, and keeps every `Result<_, ApiError>` small.
+    pub extra: Box<serde_json::Map<String, Value>>,
     /// Seconds to wait before a retry, from `Retry-After`.
     pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: u16, code: &str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code: code.into(),
-            message: message.into(),
-            extra: Default::default(),
-            retry_after: None,
-        }
+        ApiError { status, code: code.into(), message: message.into(), extra: Default::default(), retry_after: None }
     }
 
     pub fn with(mut self, key: &str, value: Value) -> Self {
@@ -241,7 +236,7 @@ impl ApiError {
 
     /// The JSON body of this error, as the contract specifies it.
     pub fn body(&self) -> Value {
-        let mut obj = self.extra.clone();
+        let mut obj = (*self.extra).clone();
         obj.insert("code".into(), Value::String(self.code.clone()));
         obj.insert("message".into(), Value::String(self.message.clone()));
         serde_json::json!({ "error": Value::Object(obj) })
@@ -249,9 +244,8 @@ impl ApiError {
 
     /// Parses an error body; a body that is not of the contract's form is kept as the message.
     pub fn from_body(status: u16, body: &[u8]) -> Self {
-        let parsed: Option<serde_json::Map<String, Value>> = serde_json::from_slice::<Value>(body)
-            .ok()
-            .and_then(|v| v.get("error").and_then(Value::as_object).cloned());
+        let parsed: Option<serde_json::Map<String, Value>> =
+            serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get("error").and_then(Value::as_object).cloned());
         match parsed {
             Some(mut obj) => {
                 let code = match obj.remove("code") {
@@ -262,7 +256,7 @@ impl ApiError {
                     Some(Value::String(s)) => s,
                     _ => String::new(),
                 };
-                ApiError { status, code, message, extra: obj, retry_after: None }
+                ApiError { status, code, message, extra: Box::new(obj), retry_after: None }
             }
             None => {
                 let text = String::from_utf8_lossy(body);

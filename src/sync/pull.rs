@@ -1,0 +1,294 @@
+//! `defsync pull`: bring the platform's head into the branch.
+
+use std::collections::HashMap;
+
+use super::*;
+use crate::git::{PushOutcome, TreeEdit};
+use crate::layout::Layout;
+use crate::plan::{Action, Mode};
+use crate::report::{Change, Op, Side, Status};
+
+pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Report> {
+    let mut report = req.new_report("pull");
+    if req.direction == Direction::GitToPlatform {
+        return Err(Error::Config(format!(
+            "pull is refused: project {:?} is linked with direction git-to-platform, so the platform never writes to the branch. \
+             Use `defsync push`, or move the link with `defsync link --direction bidirectional`",
+            req.project
+        )));
+    }
+    check_no_symlink_on_path(repo, &req.path)?;
+    let mut cache = BlobCache::new();
+    for attempt in 1..=MAX_ATTEMPTS {
+        let tip = if req.dry_run { repo.rev_parse("HEAD")? } else { prepare_checkout(repo, req)? };
+        let state = ensure_link(platform, req, req.dry_run, !req.dry_run).await?;
+        if attempt == 1 {
+            check_requested_commit(platform, req, &state).await?;
+        }
+        report.platform_commit = state.head_ref();
+
+        let git = scan_commit(repo, &tip, req, &mut cache)?;
+        if !git.errors.is_empty() {
+            return Ok(invalid(report, git.errors));
+        }
+        let platform_digests = state.digests();
+        let plan =
+            crate::plan::plan(Mode::Pull, req.direction, req.prefer, &state.base, &git.digests(), &platform_digests);
+
+        // Fetch what the run writes, and the platform's side of every conflict for the report.
+        let needed: Vec<&Key> = plan
+            .items
+            .iter()
+            .filter(|i| matches!(i.action, Action::WriteGit(Some(_))) || i.was_conflict || i.action == Action::Conflict)
+            .map(|i| &i.key)
+            .collect();
+        let (objects, bad) = fetch_objects(platform, req, &state, &needed).await?;
+        if !bad.is_empty() {
+            return Ok(invalid(report, bad));
+        }
+        let conflicts: Vec<&Item> =
+            plan.items.iter().filter(|i| i.was_conflict || i.action == Action::Conflict).collect();
+        report.conflicts.clear();
+        report_conflicts(&mut report, repo, req, &conflicts, &git, &objects, |i| match i.action {
+            Action::Conflict => Resolution::None,
+            Action::Defer(_) => Resolution::Deferred,
+            _ => Resolution::Written,
+        })?;
+        if plan.has_unresolved() {
+            report.status = Status::Conflict;
+            return Ok(report);
+        }
+
+        let (edits, changes) = edits_for(&plan, &git, &objects, req);
+        report.changes = changes;
+        if req.dry_run {
+            report.status = Status::DryRun;
+            return Ok(report);
+        }
+        let deferred: Vec<(Key, Option<Digest>, Option<Digest>)> =
+            plan.deferred().map(|(i, d)| (i.key.clone(), i.platform.clone(), d.clone())).collect();
+
+        if edits.is_empty() {
+            // Nothing to write; still repair the base of agreeing keys and record deferrals.
+            send_agreement(platform, req, &git.digests(), state.clone(), &deferred, state.head.as_ref(), Some(&tip))
+                .await?;
+            report.status = if deferred.is_empty() { Status::InSync } else { Status::Changed };
+            return Ok(report);
+        }
+
+        // Build the tree, then read it back before anything is committed.
+        let tree = repo.edit_tree(&tip, &edits)?;
+        let written = scan_commit(repo, &tree, req, &mut cache)?;
+        let problems = verify(&plan, &written, &edits, req);
+        if !problems.is_empty() {
+            return Ok(invalid(report, problems));
+        }
+        let message = commit_message(req, &state, &report.changes);
+        let bot = std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true");
+        let default_identity = bot.then(Identity::github_actions_bot);
+        let author = req.author.clone().or_else(|| default_identity.clone());
+        let committer = req.committer.clone().or(default_identity);
+        let commit = repo.commit_tree(&tree, &tip, &message, author.as_ref(), committer.as_ref())?;
+
+        if !req.no_push && repo.remote_url(&req.remote).is_some() {
+            match repo.push(&req.remote, &commit, &req.branch)? {
+                PushOutcome::Pushed => {}
+                PushOutcome::Rejected(why) => {
+                    tracing::info!("the branch moved while pulling ({why}); re-planning on its new tip");
+                    continue;
+                }
+            }
+        }
+        // Bring the checkout along when it sat at the tip the commit was built on.
+        if repo.try_rev_parse("HEAD").as_deref() == Some(tip.as_str())
+            && repo.current_branch().as_deref() == Some(req.branch.as_str())
+        {
+            repo.fast_forward(&commit)?;
+        }
+        report.git_commit = Some(commit.clone());
+        report.status = Status::Changed;
+        if req.no_push {
+            // The base moves only once the commit has reached the origin.
+            return Ok(report);
+        }
+        send_agreement(platform, req, &written.digests(), state.clone(), &deferred, state.head.as_ref(), Some(&commit))
+            .await?;
+        return Ok(report);
+    }
+    Err(Error::Git(format!(
+        "branch {:?} kept moving while pulling; gave up after {MAX_ATTEMPTS} attempts. Run the pull again",
+        req.branch
+    )))
+}
+
+/// Fetches the branch and brings the checkout to its tip; returns the tip to plan on.
+fn prepare_checkout(repo: &Repo, req: &Request) -> Result<Oid> {
+    let dirty = repo.dirty_paths(&req.path)?;
+    if !dirty.is_empty() {
+        let shown: Vec<&str> = dirty.iter().take(10).map(String::as_str).collect();
+        return Err(Error::Config(format!(
+            "the sync root {} has uncommitted changes ({}{}): commit or stash them first; a pull never overwrites uncommitted work",
+            req.path,
+            shown.join(", "),
+            if dirty.len() > shown.len() { format!(" and {} more", dirty.len() - shown.len()) } else { String::new() }
+        )));
+    }
+    let head = repo.rev_parse("HEAD")?;
+    if repo.remote_url(&req.remote).is_none() {
+        if req.no_push {
+            return Ok(head);
+        }
+        return Err(Error::Config(format!(
+            "the repository has no remote {:?}: add it, pass --remote, or use --no-push to commit locally",
+            req.remote
+        )));
+    }
+    let tip = repo.fetch(&req.remote, &req.branch)?;
+    if head == tip {
+        return Ok(tip);
+    }
+    let on_branch = repo.current_branch().as_deref() == Some(req.branch.as_str());
+    if repo.is_ancestor(&head, &tip) {
+        if on_branch {
+            repo.fast_forward(&tip)?;
+        }
+        return Ok(tip);
+    }
+    if repo.is_shallow() {
+        // Depth-1 history cannot tell "behind" from "diverged". Planning never reads the work
+        // tree, and the sync root is clean, so build on the tip and leave the checkout alone.
+        tracing::info!("shallow checkout is not at the tip of {}; planning on the tip", req.branch);
+        return Ok(tip);
+    }
+    let how = if repo.is_ancestor(&tip, &head) { "is ahead of" } else { "has diverged from" };
+    Err(Error::Config(format!(
+        "the checkout {how} {}/{}: push or reset your local commits first, so a pull builds on the branch everyone sees",
+        req.remote, req.branch
+    )))
+}
+
+/// The dispatch's `commitId` must exist; a pull still syncs the head.
+async fn check_requested_commit(platform: &Platform, req: &Request, state: &PlatformState) -> Result<()> {
+    let Some(requested) = &req.requested_commit else {
+        return Ok(());
+    };
+    if state.head.as_ref().is_some_and(|h| &h.id == requested) {
+        return Ok(());
+    }
+    match platform.commit(&req.project, requested).await {
+        Ok(_) => Ok(()),
+        Err(PlatformError::Api(e)) if e.status == 404 => Err(Error::Config(format!(
+            "commit {requested:?} (the commit that asked for this pull) does not exist in project {:?}: check the dispatch's commitId",
+            req.project
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The tree edits and report lines of a plan's writes.
+fn edits_for(
+    plan: &crate::plan::Plan,
+    git: &Tree,
+    objects: &HashMap<Digest, Definition>,
+    req: &Request,
+) -> (Vec<TreeEdit>, Vec<Change>) {
+    let mut layout = Layout::new(git.all_paths.iter().map(String::as_str));
+    let mut edits = Vec::new();
+    let mut changes = Vec::new();
+    for (item, digest) in plan.writes() {
+        let existing = git.files.get(&item.key);
+        let (op, rel) = match (digest, existing) {
+            (None, Some(f)) => {
+                edits.push(TreeEdit::Remove { path: req.repo_path(&f.path) });
+                (Op::Delete, f.path.clone())
+            }
+            (None, None) => continue,
+            (Some(d), existing) => {
+                let def = &objects[d];
+                let rel = existing.map_or_else(|| layout.place(&item.key), |f| f.path.clone());
+                edits.push(TreeEdit::Write {
+                    path: req.repo_path(&rel),
+                    content: crate::yaml::render(def).into_bytes(),
+                });
+                (if existing.is_some() { Op::Update } else { Op::Add }, rel)
+            }
+        };
+        changes.push(Change {
+            side: Side::Git,
+            op,
+            kind: item.key.kind.clone(),
+            name: item.key.name.clone(),
+            path: Some(req.repo_path(&rel)),
+        });
+    }
+    (edits, changes)
+}
+
+/// Checks the written tree: every key written reads back with the platform's digest at the path
+/// it was written to, every deleted key is gone, and no file is bad.
+fn verify(plan: &crate::plan::Plan, written: &Tree, edits: &[TreeEdit], req: &Request) -> Vec<FileError> {
+    let mut problems = written.errors.clone();
+    let written_paths: Vec<&str> = edits
+        .iter()
+        .filter_map(|e| match e {
+            TreeEdit::Write { path, .. } => Some(path.as_str()),
+            TreeEdit::Remove { .. } => None,
+        })
+        .collect();
+    for (item, digest) in plan.writes() {
+        let found = written.files.get(&item.key);
+        let ok = match (digest, found) {
+            (Some(d), Some(f)) => &f.digest == d && written_paths.contains(&req.repo_path(&f.path).as_str()),
+            (None, None) => true,
+            _ => false,
+        };
+        if !ok {
+            let path = found
+                .map_or_else(|| format!("platform:{}/{}", item.key.kind, item.key.name), |f| req.repo_path(&f.path));
+            problems.push(FileError {
+                path,
+                line: None,
+                column: None,
+                message: format!(
+                    "{} did not read back as written (is its path ignored by .defsyncignore, or under a dot-folder?); nothing was committed",
+                    item.key
+                ),
+            });
+        }
+    }
+    problems
+}
+
+fn commit_message(req: &Request, state: &PlatformState, changes: &[Change]) -> String {
+    let head = state.head.as_ref();
+    let mut msg = format!(
+        "defsync: pull {} from the platform ({} change{})\n\n",
+        req.project,
+        changes.len(),
+        if changes.len() == 1 { "" } else { "s" }
+    );
+    if let Some(h) = head {
+        msg.push_str(&format!("Platform commit {} (seq {}).", h.id, h.seq));
+    }
+    if let Some(r) = req.requested_commit.as_ref().filter(|r| head.is_none_or(|h| &h.id != *r)) {
+        msg.push_str(&format!(" Requested by {r}."));
+    }
+    msg.push_str("\n\n");
+    const SHOWN: usize = 200;
+    for c in changes.iter().take(SHOWN) {
+        let op = match c.op {
+            Op::Add => "add",
+            Op::Update => "update",
+            Op::Delete => "delete",
+        };
+        msg.push_str(&format!("- {op} {} {:?}: {}\n", c.kind, c.name, c.path.as_deref().unwrap_or("")));
+    }
+    if changes.len() > SHOWN {
+        msg.push_str(&format!("- and {} more\n", changes.len() - SHOWN));
+    }
+    msg.push_str(&format!("\nDefsync-Project: {}\n", req.project));
+    if let Some(h) = head {
+        msg.push_str(&format!("Defsync-Commit: {}\n", h.id));
+    }
+    msg
+}

@@ -1,0 +1,212 @@
+//! `defsync push`: send the branch tip's changed definitions to the platform.
+
+use super::*;
+use crate::api::{Change as ApiChange, CreateCommit, Origin, OriginType};
+use crate::plan::{Action, Mode};
+use crate::report::{Change, Op, Side, Status};
+
+/// A push whose body would exceed this is split into several commits (contract: 32 MiB).
+pub const MAX_COMMIT_BODY: usize = 32 * 1024 * 1024;
+
+pub async fn push(repo: &Repo, platform: &Platform, req: &Request) -> Result<Report> {
+    let mut report = req.new_report("push");
+    if req.direction == Direction::PlatformToGit {
+        return Err(Error::Config(format!(
+            "push is refused: project {:?} is linked with direction platform-to-git, so the branch never writes to the platform. \
+             Use `defsync pull`, or move the link with `defsync link --direction bidirectional`",
+            req.project
+        )));
+    }
+    let mut cache = BlobCache::new();
+    for _attempt in 1..=MAX_ATTEMPTS {
+        // Plan on the fetched tip, never on the work tree or an older checkout: an old or re-run
+        // push workflow therefore never sends old content.
+        let tip = if req.dry_run || repo.remote_url(&req.remote).is_none() {
+            repo.rev_parse("HEAD")?
+        } else {
+            repo.fetch(&req.remote, &req.branch)?
+        };
+        let state = ensure_link(platform, req, req.dry_run, !req.dry_run).await?;
+        report.platform_commit = state.head_ref();
+        if !repo.tree_has_path(&tip, &req.path) {
+            return Err(Error::Config(format!(
+                "the sync root {} does not exist in commit {} of branch {}: check `path`",
+                req.path,
+                short(&tip),
+                req.branch
+            )));
+        }
+        let git = scan_commit(repo, &tip, req, &mut cache)?;
+        if !git.errors.is_empty() {
+            return Ok(invalid(report, git.errors));
+        }
+        let git_digests = git.digests();
+        let plan =
+            crate::plan::plan(Mode::Push, req.direction, req.prefer, &state.base, &git_digests, &state.digests());
+
+        let conflicts: Vec<&Item> =
+            plan.items.iter().filter(|i| i.was_conflict || i.action == Action::Conflict).collect();
+        if !conflicts.is_empty() {
+            let keys: Vec<&Key> = conflicts.iter().map(|i| &i.key).collect();
+            let (objects, _) = fetch_objects(platform, req, &state, &keys).await?;
+            report.conflicts.clear();
+            report_conflicts(&mut report, repo, req, &conflicts, &git, &objects, |i| match i.action {
+                Action::Conflict => Resolution::None,
+                Action::Defer(_) => Resolution::Deferred,
+                _ => Resolution::Written,
+            })?;
+        }
+        if plan.has_unresolved() {
+            report.status = Status::Conflict;
+            return Ok(report);
+        }
+
+        let sends: Vec<(&Item, &Option<Digest>)> = plan.sends().collect();
+        let puts: Vec<&GitFile> = sends.iter().filter_map(|(i, d)| d.as_ref().map(|_| &git.files[&i.key])).collect();
+        let mut definitions = load_definitions(repo, &puts)?.into_iter();
+        let mut changes = Vec::with_capacity(sends.len());
+        report.changes.clear();
+        for (item, digest) in &sends {
+            let (change, op, path) = match digest {
+                Some(_) => {
+                    let def = definitions.next().expect("one definition per put");
+                    let path = git.files[&item.key].path.clone();
+                    let op = if item.platform.is_some() { Op::Update } else { Op::Add };
+                    (ApiChange::Put { kind: def.kind, name: def.name, spec: def.spec }, op, Some(path))
+                }
+                None => {
+                    (ApiChange::Delete { kind: item.key.kind.clone(), name: item.key.name.clone() }, Op::Delete, None)
+                }
+            };
+            changes.push(change);
+            report.changes.push(Change {
+                side: Side::Platform,
+                op,
+                kind: item.key.kind.clone(),
+                name: item.key.name.clone(),
+                path: path.map(|p| req.repo_path(&p)),
+            });
+        }
+        if req.dry_run {
+            report.status = Status::DryRun;
+            return Ok(report);
+        }
+
+        let deferred: Vec<(Key, Option<Digest>, Option<Digest>)> =
+            plan.deferred().map(|(i, d)| (i.key.clone(), i.platform.clone(), d.clone())).collect();
+        if !changes.is_empty() {
+            let origin = Origin {
+                kind: OriginType::Git,
+                repository: Some(req.repository.clone()),
+                git_ref: Some(req.git_ref()),
+                path: Some(req.path.clone()),
+                git_commit: Some(tip.clone()),
+                run_url: req.run_url.clone(),
+            };
+            match send_commits(platform, req, &state, origin, &tip, changes).await? {
+                Sent::All(head) => report.platform_commit = Some(CommitRef { id: head.id, seq: head.seq }),
+                Sent::HeadMoved => {
+                    tracing::info!("the platform's head moved; re-planning against the new head");
+                    continue;
+                }
+            }
+        }
+        if !plan.repairs.is_empty() || !deferred.is_empty() {
+            let state = read_platform(platform, &req.project).await?;
+            check_link(req, &state, false)?;
+            send_agreement(platform, req, &git_digests, state.clone(), &deferred, None, None).await?;
+        }
+        report.status = if report.changes.is_empty() && deferred.is_empty() { Status::InSync } else { Status::Changed };
+        return Ok(report);
+    }
+    Err(Error::Other(anyhow::anyhow!(
+        "the platform's head kept moving while pushing; gave up after {MAX_ATTEMPTS} attempts. Run the push again"
+    )))
+}
+
+enum Sent {
+    All(Box<Commit>),
+    HeadMoved,
+}
+
+/// Sends the changes as one commit, or as several in order when they exceed
+/// [`MAX_COMMIT_BODY`]; each has the previous as its parent. The per-key base makes every step
+/// safe, so a crash in between leaves a correct partial push that the next run completes.
+async fn send_commits(
+    platform: &Platform,
+    req: &Request,
+    state: &PlatformState,
+    origin: Origin,
+    tip: &str,
+    changes: Vec<ApiChange>,
+) -> Result<Sent> {
+    let batches = split_by_size(changes, MAX_COMMIT_BODY);
+    let total = batches.len();
+    let mut parent = state.head.as_ref().map(|c| c.id.clone());
+    let mut last = None;
+    for (i, batch) in batches.into_iter().enumerate() {
+        let part = if total > 1 { format!(" (part {} of {total})", i + 1) } else { String::new() };
+        let body = CreateCommit {
+            parent: parent.clone(),
+            message: format!("Sync from {}@{}{part}", req.repository, short(tip)),
+            origin: origin.clone(),
+            changes: batch,
+        };
+        // A new key for each planned commit; the client resends the same key on retries.
+        let key = format!("defsync-{:032x}", rand::random::<u128>());
+        match platform.create_commit(&req.project, &body, &key).await {
+            Ok(commit) => {
+                parent = Some(commit.id.clone());
+                last = Some(commit);
+            }
+            Err(PlatformError::Api(e)) if e.is("head_moved") => return Ok(Sent::HeadMoved),
+            Err(PlatformError::Api(e)) if e.is("invalid") => {
+                return Err(Error::Other(anyhow::anyhow!(
+                    "the platform refused the push as invalid: {}{}",
+                    e.message,
+                    e.extra.get("details").map(|d| format!(" {d}")).unwrap_or_default()
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Sent::All(Box::new(last.expect("at least one batch"))))
+}
+
+fn split_by_size(changes: Vec<ApiChange>, limit: usize) -> Vec<Vec<ApiChange>> {
+    // Leave room for the message and origin around the change list.
+    let budget = limit.saturating_sub(64 * 1024);
+    let mut batches: Vec<Vec<ApiChange>> = vec![Vec::new()];
+    let mut size = 0;
+    for change in changes {
+        let len = serde_json::to_vec(&change).map_or(0, |v| v.len()) + 1;
+        if size + len > budget && !batches.last().expect("non-empty").is_empty() {
+            batches.push(Vec::new());
+            size = 0;
+        }
+        size += len;
+        batches.last_mut().expect("non-empty").push(change);
+    }
+    batches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_pushes_split_in_order() {
+        let changes: Vec<ApiChange> = (0..10)
+            .map(|i| ApiChange::Put {
+                kind: "k".into(),
+                name: format!("n{i}"),
+                spec: serde_json::json!("x".repeat(100)),
+            })
+            .collect();
+        let batches = split_by_size(changes, 64 * 1024 + 400);
+        assert!(batches.len() > 1);
+        let names: Vec<&str> = batches.iter().flatten().map(|c| c.name()).collect();
+        assert_eq!(names, (0..10).map(|i| format!("n{i}")).collect::<Vec<_>>());
+        assert!(batches.iter().all(|b| !b.is_empty()));
+    }
+}

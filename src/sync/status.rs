@@ -1,0 +1,66 @@
+//! `defsync status`: what a pull and a push would change. Writes nothing.
+
+use super::*;
+use crate::plan::{Action, Mode};
+use crate::report::{Change, Op, Side, Status};
+
+/// Plans both directions on the checked-out commit. Never refused for running on another ref,
+/// so a check on a pull request shows what merging it would push.
+pub async fn status(repo: &Repo, platform: &Platform, req: &Request) -> Result<Report> {
+    let mut report = req.new_report("status");
+    check_no_symlink_on_path(repo, &req.path)?;
+    let head = repo.rev_parse("HEAD")?;
+    let state = ensure_link(platform, req, true, false).await?;
+    report.platform_commit = state.head_ref();
+    let mut cache = BlobCache::new();
+    let git = scan_commit(repo, &head, req, &mut cache)?;
+    if !git.errors.is_empty() {
+        return Ok(invalid(report, git.errors));
+    }
+    let (g, p) = (git.digests(), state.digests());
+    let pull = crate::plan::plan(Mode::Pull, req.direction, req.prefer, &state.base, &g, &p);
+    let push = crate::plan::plan(Mode::Push, req.direction, req.prefer, &state.base, &g, &p);
+
+    let conflicts: Vec<&Item> = pull.items.iter().filter(|i| i.action == Action::Conflict || i.was_conflict).collect();
+    if !conflicts.is_empty() {
+        let keys: Vec<&Key> = conflicts.iter().map(|i| &i.key).collect();
+        let (objects, _) = fetch_objects(platform, req, &state, &keys).await?;
+        report_conflicts(&mut report, repo, req, &conflicts, &git, &objects, |_| Resolution::None)?;
+    }
+    let mut layout = crate::layout::Layout::new(git.all_paths.iter().map(String::as_str));
+    if req.direction != Direction::GitToPlatform {
+        for (item, digest) in pull.writes() {
+            let existing = git.files.get(&item.key);
+            let op = match (digest, existing) {
+                (None, _) => Op::Delete,
+                (Some(_), Some(_)) => Op::Update,
+                (Some(_), None) => Op::Add,
+            };
+            let rel = existing.map_or_else(|| layout.place(&item.key), |f| f.path.clone());
+            report.changes.push(change(req, Side::Git, op, &item.key, Some(rel)));
+        }
+    }
+    if req.direction != Direction::PlatformToGit {
+        for (item, digest) in push.sends() {
+            let op = match (digest, &item.platform) {
+                (None, _) => Op::Delete,
+                (Some(_), Some(_)) => Op::Update,
+                (Some(_), None) => Op::Add,
+            };
+            let rel = git.files.get(&item.key).map(|f| f.path.clone());
+            report.changes.push(change(req, Side::Platform, op, &item.key, rel));
+        }
+    }
+    report.status = if pull.has_unresolved() {
+        Status::Conflict
+    } else if report.changes.is_empty() {
+        Status::InSync
+    } else {
+        Status::DryRun
+    };
+    Ok(report)
+}
+
+fn change(req: &Request, side: Side, op: Op, key: &Key, rel: Option<String>) -> Change {
+    Change { side, op, kind: key.kind.clone(), name: key.name.clone(), path: rel.map(|r| req.repo_path(&r)) }
+}
