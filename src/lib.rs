@@ -10,6 +10,7 @@ pub mod error;
 pub mod git;
 pub mod layout;
 pub mod model;
+pub mod output;
 pub mod plan;
 pub mod platform;
 pub mod report;

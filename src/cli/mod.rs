@@ -2,7 +2,10 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub mod dashboard;
+pub mod demo;
 pub mod serve;
+pub mod sync;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,13 +32,17 @@ pub enum Command {
     Link(SyncArgs),
     /// Run the reference platform: the Sync API on SQLite.
     Serve(serve::ServeArgs),
+    /// Edit a project as its dashboard would: create it, put or delete definitions.
+    Dashboard(dashboard::DashboardArgs),
+    /// Run a complete round trip on a scratch store and repository, explaining each step.
+    Demo(demo::DemoArgs),
 }
 
 /// Where the platform is and which project; shared by every command that talks to one.
 #[derive(Debug, Clone, Args)]
 pub struct PlatformArgs {
     /// The platform: an http(s):// URL, or the path of a local SQLite store.
-    #[arg(long, env = "DEFSYNC_PLATFORM", default_value = ".defsync/store.db")]
+    #[arg(long, env = "DEFSYNC_PLATFORM")]
     pub platform: String,
     /// The platform API key.
     #[arg(long, env = "DEFSYNC_API_KEY", hide_env_values = true, hide = true)]
@@ -105,23 +112,84 @@ pub struct SyncArgs {
     pub committer: Option<String>,
 }
 
+/// Runs a command and returns the process exit status.
 pub fn run(cli: Cli) -> i32 {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return crate::error::exit::FAILURE;
+        }
+    };
     runtime.block_on(async move {
         match cli.command {
+            Command::Pull(args) => sync_command(sync::Which::Pull, &args).await,
+            Command::Push(args) => sync_command(sync::Which::Push, &args).await,
+            Command::Status(args) => sync_command(sync::Which::Status, &args).await,
+            Command::Link(args) => sync_command(sync::Which::Link, &args).await,
             Command::Serve(args) => match serve::run(args).await {
-                Ok(()) => 0,
+                Ok(()) => crate::error::exit::OK,
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    eprintln!("error: {}", crate::output::data(&format!("{e:#}")));
                     crate::error::exit::FAILURE
                 }
             },
-            _ => 0,
+            Command::Dashboard(args) => match dashboard::run(&args).await {
+                Ok(line) => {
+                    eprintln!("{}", crate::output::data(&line));
+                    crate::error::exit::OK
+                }
+                Err(e) => {
+                    eprintln!("error: {}", crate::output::data(&e.to_string()));
+                    e.exit_code()
+                }
+            },
+            Command::Demo(args) => demo::run(&args).await,
         }
     })
+}
+
+async fn sync_command(which: sync::Which, args: &SyncArgs) -> i32 {
+    let command = match which {
+        sync::Which::Pull => "pull",
+        sync::Which::Push => "push",
+        sync::Which::Status => "status",
+        sync::Which::Link => "link",
+    };
+    let report = match sync::run(which, args).await {
+        Ok(report) => report,
+        Err(e) => {
+            let mut report = crate::report::Report::new(command);
+            report.project = args.platform.project.clone();
+            report.status = crate::report::Status::Error;
+            report.error = Some(crate::report::ReportError { message: e.to_string(), exit_code: e.exit_code() });
+            eprintln!("error: {}", crate::output::data(&e.to_string()));
+            report
+        }
+    };
+    if report.status != crate::report::Status::Error {
+        eprint!("{}", crate::output::human(&report));
+    }
+    if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(json) => println!("{json}"),
+            Err(e) => eprintln!("error: cannot write the JSON report: {e}"),
+        }
+    }
+    report.exit_code()
+}
+
+/// Logs for people go to stderr; `DEFSYNC_LOG` sets the filter (default `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DEFSYNC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .try_init();
 }
 
 #[cfg(test)]

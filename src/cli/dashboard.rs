@@ -1,0 +1,98 @@
+//! `defsync dashboard`: play the part of someone editing in the platform's dashboard, against a
+//! store or a server. For the quickstart, demos and tests.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use crate::api::{Change, CreateCommit, Origin, OriginType};
+use crate::cli::PlatformArgs;
+use crate::cli::sync::{open_platform, project};
+use crate::error::{Error, Result};
+use crate::platform::{Platform, PlatformError};
+
+#[derive(Debug, Clone, Args)]
+pub struct DashboardArgs {
+    #[command(flatten)]
+    pub platform: PlatformArgs,
+    #[command(subcommand)]
+    pub action: DashboardAction,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum DashboardAction {
+    /// Create the project (or rename it). With a store path, the store is created too.
+    CreateProject {
+        /// The project's display name (default: its ID).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Put definitions from YAML files, as one dashboard commit.
+    Put {
+        /// Definition files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The commit message.
+        #[arg(long, short, default_value = "Edit in the dashboard")]
+        message: String,
+    },
+    /// Delete a definition, as one dashboard commit.
+    Delete {
+        kind: String,
+        name: String,
+        #[arg(long, short, default_value = "Delete in the dashboard")]
+        message: String,
+    },
+}
+
+pub async fn run(args: &DashboardArgs) -> Result<String> {
+    let project = project(&args.platform)?;
+    let platform = match (&args.action, crate::platform::Location::parse(&args.platform.platform)) {
+        (DashboardAction::CreateProject { .. }, crate::platform::Location::Store(path)) => {
+            crate::store::Store::open(&path).map(Platform::Embedded).map_err(|e| Error::Config(format!("{e:#}")))?
+        }
+        _ => open_platform(&args.platform)?,
+    };
+    match &args.action {
+        DashboardAction::CreateProject { name } => {
+            let (p, created) = platform.put_project(&project, name.as_deref().unwrap_or(&project)).await?;
+            Ok(format!("{} project {}", if created { "created" } else { "renamed" }, p.id))
+        }
+        DashboardAction::Put { files, message } => {
+            let mut changes = Vec::new();
+            for file in files {
+                let text =
+                    std::fs::read(file).map_err(|e| Error::Config(format!("cannot read {}: {e}", file.display())))?;
+                let def = crate::yaml::parse(&text).map_err(|e| {
+                    let at = e.line.map(|l| format!(":{l}")).unwrap_or_default();
+                    Error::Config(format!("{}{at}: {e}", file.display()))
+                })?;
+                changes.push(Change::Put { kind: def.kind, name: def.name, spec: def.spec });
+            }
+            commit(&platform, &project, message, changes).await
+        }
+        DashboardAction::Delete { kind, name, message } => {
+            commit(&platform, &project, message, vec![Change::Delete { kind: kind.clone(), name: name.clone() }]).await
+        }
+    }
+}
+
+/// Commits on the current head, re-reading it if another edit landed first.
+async fn commit(platform: &Platform, project: &str, message: &str, changes: Vec<Change>) -> Result<String> {
+    for _ in 0..crate::sync::MAX_ATTEMPTS {
+        let (p, _) = platform.project(project).await?;
+        let body = CreateCommit {
+            parent: p.head.map(|h| h.id),
+            message: message.to_owned(),
+            origin: Origin { kind: OriginType::Dashboard, ..Default::default() },
+            changes: changes.clone(),
+        };
+        let key = format!("dashboard-{:032x}", rand::random::<u128>());
+        match platform.create_commit(project, &body, &key).await {
+            Ok(c) => return Ok(format!("platform commit {} (seq {})", c.id, c.seq)),
+            Err(PlatformError::Api(e)) if e.is("head_moved") => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::Other(anyhow::anyhow!("the project's head kept moving; try again")))
+}
