@@ -1,1 +1,458 @@
-//! Tests: sync.
+//! End-to-end runs of `pull`, `push`, `status` and `link` with real `git` (a bare origin and its
+//! clones) and the real binary, on the embedded store, and on `defsync serve` where HTTP matters.
+
+use serde_json::json;
+
+use crate::support::{Env, PROJECT};
+
+fn seeded() -> Env {
+    let env = Env::new();
+    env.dashboard_put("workflow", "notify-on-deal", json!({"channel": "#sales", "retries": 3}));
+    env.dashboard_put("connection", "salesforce", json!({"api_version": "61.0"}));
+    env
+}
+
+/// A seeded environment after its first pull.
+fn pulled() -> Env {
+    let env = seeded();
+    env.run("pull", &[]).ok();
+    env
+}
+
+#[test]
+fn first_pull_into_an_empty_repository() {
+    let env = seeded();
+    let r = env.run("pull", &[]).ok();
+    assert_eq!(r.status(), "changed");
+    assert_eq!(r.changes(), ["git add connection/salesforce", "git add workflow/notify-on-deal"]);
+    assert_eq!(env.files(), ["defs/connection/salesforce.yaml", "defs/workflow/notify-on-deal.yaml"]);
+    assert_eq!(
+        env.read("defs/workflow/notify-on-deal.yaml"),
+        "kind: workflow\nname: notify-on-deal\nspec:\n  channel: '#sales'\n  retries: 3\n"
+            .replace("'#sales'", &rendered_string("#sales"))
+    );
+    // The commit reached the origin, and the checkout moved with it.
+    assert_eq!(env.head(), env.origin_head());
+    assert_eq!(r.json()["git_commit"].as_str(), Some(env.head().as_str()));
+    let message = env.git(&["log", "-1", "--format=%B"]);
+    assert!(message.contains(&format!("Defsync-Project: {PROJECT}")), "{message}");
+    let head = r.json()["platform_commit"]["id"].as_str().unwrap().to_owned();
+    assert!(message.contains(&format!("Defsync-Commit: {head}")), "{message}");
+    // Idempotent.
+    let again = env.run("pull", &[]).ok();
+    assert_eq!(again.status(), "in_sync");
+    assert!(again.changes().is_empty());
+    assert_eq!(env.head(), env.origin_head());
+}
+
+/// How the renderer writes a plain string scalar (quoted or not), so the test does not pin a
+/// quoting style that the snapshot tests own.
+fn rendered_string(s: &str) -> String {
+    let def = defsync::model::Definition { kind: "k".into(), name: "n".into(), spec: json!(s) };
+    defsync::yaml::render(&def).lines().find_map(|l| l.strip_prefix("spec: ")).unwrap().to_owned()
+}
+
+#[test]
+fn a_git_edit_is_pushed_and_a_second_push_does_nothing() {
+    let env = pulled();
+    let seq = env.platform_head_seq();
+    let f = "defs/workflow/notify-on-deal.yaml";
+    env.write(f, &env.read(f).replace("retries: 3", "retries: 5"));
+    env.commit_and_push("more retries");
+    let r = env.run("push", &[]).ok();
+    assert_eq!(r.status(), "changed");
+    assert_eq!(r.changes(), ["platform update workflow/notify-on-deal"]);
+    assert_eq!(r.json()["platform_commit"]["seq"].as_u64(), Some(seq + 1));
+    let again = env.run("push", &[]).ok();
+    assert_eq!(again.status(), "in_sync");
+    assert_eq!(env.platform_head_seq(), seq + 1);
+    // And the pull that the platform might dispatch after a Git commit does nothing either.
+    let head = env.head();
+    assert_eq!(env.run("pull", &[]).ok().status(), "in_sync");
+    assert_eq!(env.head(), head);
+}
+
+#[test]
+fn a_dashboard_edit_is_pulled_and_nothing_loops() {
+    let env = pulled();
+    env.dashboard_put("connection", "salesforce", json!({"api_version": "62.0"}));
+    let seq = env.platform_head_seq();
+    let r = env.run("pull", &[]).ok();
+    assert_eq!(r.changes(), ["git update connection/salesforce"]);
+    assert!(env.read("defs/connection/salesforce.yaml").contains("62.0"));
+    let head = env.head();
+    assert_eq!(env.run("pull", &[]).ok().status(), "in_sync");
+    assert_eq!(env.head(), head);
+    // The push that the pull commit triggers sends nothing.
+    let push = env.run("push", &[]).ok();
+    assert_eq!(push.status(), "in_sync");
+    assert_eq!(env.platform_head_seq(), seq);
+}
+
+#[test]
+fn edits_to_different_definitions_on_both_sides_merge() {
+    let env = pulled();
+    env.dashboard_put("connection", "salesforce", json!({"api_version": "63.0"}));
+    let f = "defs/workflow/notify-on-deal.yaml";
+    env.write(f, &env.read(f).replace("retries: 3", "retries: 4"));
+    env.commit_and_push("git edit");
+    assert_eq!(env.run("pull", &[]).ok().changes(), ["git update connection/salesforce"]);
+    assert_eq!(env.run("push", &[]).ok().changes(), ["platform update workflow/notify-on-deal"]);
+    let status = env.run("status", &[]).ok();
+    assert_eq!(status.status(), "in_sync", "{status:#?}");
+    assert!(env.read(f).contains("retries: 4"));
+    assert!(env.read("defs/connection/salesforce.yaml").contains("63.0"));
+}
+
+/// Both sides edit `workflow/notify-on-deal`; returns the env and the platform's seq.
+fn conflicted() -> (Env, u64) {
+    let env = pulled();
+    env.dashboard_put("workflow", "notify-on-deal", json!({"channel": "#sales", "retries": 9}));
+    let f = "defs/workflow/notify-on-deal.yaml";
+    env.write(f, &env.read(f).replace("retries: 3", "retries: 7"));
+    env.commit_and_push("git edit");
+    let seq = env.platform_head_seq();
+    (env, seq)
+}
+
+#[test]
+fn the_same_definition_edited_on_both_sides_is_a_conflict_and_nothing_changes() {
+    let (env, seq) = conflicted();
+    let origin = env.origin_head();
+    for command in ["pull", "push"] {
+        let r = env.run(command, &[]);
+        assert_eq!(r.code, 3, "{r:#?}");
+        let report = r.json();
+        assert_eq!(report["status"], "conflict");
+        let c = &report["conflicts"][0];
+        assert_eq!((c["kind"].as_str(), c["name"].as_str()), (Some("workflow"), Some("notify-on-deal")));
+        assert_eq!(c["resolution"], "none");
+        assert!(c["base"].as_str().unwrap().starts_with("sha256:"));
+        assert_ne!(c["git"], c["platform"]);
+        assert!(c["git_yaml"].as_str().unwrap().contains("retries: 7"));
+        assert!(c["platform_yaml"].as_str().unwrap().contains("retries: 9"));
+        assert_eq!(env.origin_head(), origin, "{command} changed the branch");
+        assert_eq!(env.platform_head_seq(), seq, "{command} changed the platform");
+    }
+}
+
+#[test]
+fn prefer_platform_on_pull_writes_the_platform_version() {
+    let (env, _) = conflicted();
+    let r = env.run("pull", &["--on-conflict", "prefer-platform"]).ok();
+    assert_eq!(r.json()["conflicts"][0]["resolution"], "written");
+    assert!(env.read("defs/workflow/notify-on-deal.yaml").contains("retries: 9"));
+    assert_eq!(env.run("status", &[]).ok().status(), "in_sync");
+}
+
+#[test]
+fn prefer_git_on_push_writes_the_git_version() {
+    let (env, seq) = conflicted();
+    let r = env.run("push", &["--on-conflict", "prefer-git"]).ok();
+    assert_eq!(r.json()["conflicts"][0]["resolution"], "written");
+    assert_eq!(env.platform_head_seq(), seq + 1);
+    assert_eq!(env.run("status", &[]).ok().status(), "in_sync");
+    assert!(env.read("defs/workflow/notify-on-deal.yaml").contains("retries: 7"));
+}
+
+#[test]
+fn prefer_git_on_pull_defers_to_the_next_push() {
+    let (env, seq) = conflicted();
+    let head = env.head();
+    let r = env.run("pull", &["--on-conflict", "prefer-git"]).ok();
+    assert_eq!(r.json()["conflicts"][0]["resolution"], "deferred");
+    assert_eq!(env.head(), head, "a deferral writes nothing to the branch");
+    let push = env.run("push", &[]).ok();
+    assert_eq!(push.changes(), ["platform update workflow/notify-on-deal"]);
+    assert_eq!(env.platform_head_seq(), seq + 1);
+    assert_eq!(env.run("status", &[]).ok().status(), "in_sync");
+}
+
+#[test]
+fn prefer_platform_on_push_defers_to_the_next_pull() {
+    let (env, seq) = conflicted();
+    let r = env.run("push", &["--on-conflict", "prefer-platform"]).ok();
+    assert_eq!(r.json()["conflicts"][0]["resolution"], "deferred");
+    assert_eq!(env.platform_head_seq(), seq, "a deferral sends nothing to the platform");
+    let pull = env.run("pull", &[]).ok();
+    assert_eq!(pull.changes(), ["git update workflow/notify-on-deal"]);
+    assert!(env.read("defs/workflow/notify-on-deal.yaml").contains("retries: 9"));
+}
+
+#[test]
+fn deletions_are_carried_both_ways() {
+    let env = pulled();
+    env.git(&["rm", "--quiet", "defs/workflow/notify-on-deal.yaml"]);
+    env.commit_and_push("remove the workflow");
+    assert_eq!(env.run("push", &[]).ok().changes(), ["platform delete workflow/notify-on-deal"]);
+    env.dashboard_delete("connection", "salesforce");
+    assert_eq!(env.run("pull", &[]).ok().changes(), ["git delete connection/salesforce"]);
+    assert!(env.files().is_empty());
+    assert!(!env.exists("defs/connection"), "the folder left empty is removed");
+    assert_eq!(env.run("status", &[]).ok().status(), "in_sync");
+}
+
+#[test]
+fn a_moved_file_is_not_a_change() {
+    let env = pulled();
+    env.git(&["mv", "defs/workflow/notify-on-deal.yaml", "defs/sales/deal-alerts.yml"]);
+    env.commit_and_push("reorganise");
+    let seq = env.platform_head_seq();
+    assert_eq!(env.run("push", &[]).ok().status(), "in_sync");
+    assert_eq!(env.run("pull", &[]).ok().status(), "in_sync");
+    assert_eq!(env.platform_head_seq(), seq);
+    // A later platform edit lands in the file where the user keeps it.
+    env.dashboard_put("workflow", "notify-on-deal", json!({"channel": "#sales", "retries": 1}));
+    assert_eq!(env.run("pull", &[]).ok().changes(), ["git update workflow/notify-on-deal"]);
+    assert!(env.read("defs/sales/deal-alerts.yml").contains("retries: 1"));
+    assert!(!env.exists("defs/workflow/notify-on-deal.yaml"));
+}
+
+#[test]
+fn a_late_dispatch_pulls_the_head() {
+    let env = pulled();
+    let first = env.run("status", &[]).json()["platform_commit"]["id"].as_str().unwrap().to_owned();
+    env.dashboard_put("connection", "salesforce", json!({"api_version": "70.0"}));
+    env.dashboard_put("connection", "salesforce", json!({"api_version": "71.0"}));
+    let r = env.run("pull", &["--commit", &first]).ok();
+    let report = r.json();
+    assert_eq!(report["requested_commit"].as_str(), Some(first.as_str()));
+    assert_ne!(report["platform_commit"]["id"].as_str(), Some(first.as_str()));
+    assert!(env.read("defs/connection/salesforce.yaml").contains("71.0"));
+    // A commit the platform never had is refused.
+    let bad = env.run("pull", &["--commit", "c_does_not_exist"]);
+    assert_eq!(bad.code, 2, "{bad:#?}");
+    assert!(bad.stderr.contains("c_does_not_exist"));
+}
+
+#[test]
+fn a_push_while_the_dashboard_holds_unpulled_edits_reverts_nothing() {
+    let env = pulled();
+    env.dashboard_put("connection", "salesforce", json!({"api_version": "99.0"}));
+    let f = "defs/workflow/notify-on-deal.yaml";
+    env.write(f, &env.read(f).replace("retries: 3", "retries: 8"));
+    env.commit_and_push("git edit");
+    assert_eq!(env.run("push", &[]).ok().changes(), ["platform update workflow/notify-on-deal"]);
+    // The dashboard edit was not marked as agreed: the next pull brings it in.
+    assert_eq!(env.run("pull", &[]).ok().changes(), ["git update connection/salesforce"]);
+    assert!(env.read("defs/connection/salesforce.yaml").contains("99.0"));
+    assert_eq!(env.run("status", &[]).ok().status(), "in_sync");
+}
+
+#[test]
+fn an_old_push_run_repeated_later_sends_nothing_old() {
+    let env = pulled();
+    let f = "defs/workflow/notify-on-deal.yaml";
+    env.write(f, &env.read(f).replace("retries: 3", "retries: 10"));
+    env.commit_and_push("ten");
+    let old = env.head();
+    env.run("push", &[]).ok();
+    env.write(f, &env.read(f).replace("retries: 10", "retries: 11"));
+    env.commit_and_push("eleven");
+    env.run("push", &[]).ok();
+    let seq = env.platform_head_seq();
+    // Re-run the first push's workflow: its checkout is the old commit.
+    env.git(&["checkout", "--quiet", "--detach", &old]);
+    let r = env.run("push", &["--branch", "main"]).ok();
+    assert_eq!(r.status(), "in_sync", "{r:#?}");
+    assert_eq!(env.platform_head_seq(), seq);
+    env.git(&["checkout", "--quiet", "main"]);
+}
+
+#[test]
+fn a_run_with_another_link_is_refused_and_link_moves_it() {
+    let env = pulled();
+    let r = env.run("push", &["--path", "elsewhere"]);
+    assert_eq!(r.code, 2, "{r:#?}");
+    assert!(r.stderr.contains("defsync link"), "{}", r.stderr);
+    assert!(r.stderr.contains("path defs") && r.stderr.contains("path elsewhere"), "{}", r.stderr);
+    let r = env.run("pull", &["--direction", "platform-to-git"]);
+    assert_eq!(r.code, 2, "{r:#?}");
+    // Move the link; keys found on one side only are copied, nothing is deleted.
+    env.run("link", &["--path", "elsewhere"]).ok();
+    let pull = env.run("pull", &["--path", "elsewhere"]).ok();
+    assert_eq!(pull.changes().len(), 2);
+    assert!(env.exists("elsewhere/workflow/notify-on-deal.yaml"));
+    assert!(env.exists("defs/workflow/notify-on-deal.yaml"), "the old folder is left alone");
+}
+
+#[test]
+fn one_way_links_refuse_the_other_direction() {
+    let env = seeded();
+    env.run("link", &["--direction", "platform-to-git"]).ok();
+    env.run("pull", &["--direction", "platform-to-git"]).ok();
+    let r = env.run("push", &["--direction", "platform-to-git"]);
+    assert_eq!(r.code, 2, "{r:#?}");
+    assert!(r.stderr.contains("push is refused"), "{}", r.stderr);
+}
+
+#[test]
+fn a_pull_whose_push_is_rejected_replans_on_the_new_tip() {
+    let env = seeded();
+    env.run("pull", &[]).ok();
+    env.dashboard_put("connection", "salesforce", json!({"api_version": "80.0"}));
+    // A colleague pushes to main while the pull runs: a pre-push hook in the checkout pushes
+    // their commit first, once, so the pull's own push is not a fast-forward.
+    let colleague = env.second_clone("colleague");
+    std::fs::write(colleague.join("NOTES.md"), "notes\n").unwrap();
+    env.git_in(&colleague, &["add", "NOTES.md"]);
+    env.git_in(&colleague, &["commit", "--quiet", "-m", "colleague's commit"]);
+    let marker = env.dir.path().join("raced");
+    let hook = env.work.join(".git/hooks/pre-push");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nif [ ! -e '{m}' ]; then touch '{m}'; git -C '{c}' push --quiet origin main; fi\nexit 0\n",
+            m = marker.display(),
+            c = colleague.display()
+        ),
+    )
+    .unwrap();
+    make_executable(&hook);
+    let r = env.run("pull", &[]).ok();
+    assert!(marker.exists(), "the race happened");
+    assert_eq!(r.changes(), ["git update connection/salesforce"]);
+    // The pull's commit sits on top of the colleague's.
+    let log = env.git_in(&env.origin, &["log", "--format=%s", "main"]);
+    let subjects: Vec<&str> = log.lines().collect();
+    assert!(subjects[0].starts_with("defsync: pull"), "{subjects:?}");
+    assert_eq!(subjects[1], "colleague's commit");
+    assert_eq!(env.head(), env.origin_head());
+}
+
+#[cfg(unix)]
+fn make_executable(p: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn bad_files_are_all_reported_and_nothing_is_sent() {
+    let env = pulled();
+    let seq = env.platform_head_seq();
+    env.write("defs/bad/dup.yaml", "kind: workflow\nname: x\nspec:\n  a: 1\n  a: 2\n");
+    env.write("defs/bad/unknown.yaml", "kind: workflow\nname: y\nmetadata: {}\n");
+    env.write("defs/bad/syntax.yaml", "kind: workflow\nname: [unclosed\n");
+    env.write("defs/good/new.yaml", "kind: workflow\nname: new-one\n");
+    env.write("defs/good/copy.yaml", &env.read("defs/connection/salesforce.yaml"));
+    env.commit_and_push("bad files");
+    let r = env.run("push", &[]);
+    assert_eq!(r.code, 4, "{r:#?}");
+    let report = r.json();
+    assert_eq!(report["status"], "invalid");
+    let paths: Vec<&str> = report["errors"].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
+    for p in ["defs/bad/dup.yaml", "defs/bad/unknown.yaml", "defs/bad/syntax.yaml", "defs/good/copy.yaml", "defs/connection/salesforce.yaml"] {
+        assert!(paths.contains(&p), "{p} not reported: {paths:?}");
+    }
+    let dup = report["errors"].as_array().unwrap().iter().find(|e| e["path"] == "defs/bad/dup.yaml").unwrap();
+    assert!(dup["line"].as_u64().is_some(), "{dup}");
+    assert_eq!(env.platform_head_seq(), seq);
+    // A pull refuses too, rather than building on a branch it cannot read.
+    assert_eq!(env.run("pull", &[]).code, 4);
+}
+
+#[test]
+fn hostile_names_from_the_platform_stay_inside_the_sync_root() {
+    let env = Env::new();
+    let long = "x".repeat(200);
+    let names = ["../../etc/passwd", "/abs", "a/../../b", "CON", "con", "Case", "case", long.as_str(), ".git/config", "..", "a\\..\\b"];
+    for n in names {
+        env.dashboard_put("workflow", n, json!({"n": n}));
+    }
+    let r = env.run("pull", &[]).ok();
+    assert_eq!(r.changes().len(), names.len());
+    let files = env.files();
+    assert_eq!(files.len(), names.len(), "{files:?}");
+    for f in &files {
+        assert!(f.starts_with("defs/workflow/"), "{f}");
+        assert!(!f.split('/').any(|p| p == ".." || p == "." || p.starts_with('.')), "{f}");
+        assert!(f.split('/').all(|p| p.len() <= 85), "{f}");
+    }
+    let lower: std::collections::HashSet<String> = files.iter().map(|f| f.to_lowercase()).collect();
+    assert_eq!(lower.len(), files.len(), "case-insensitive collision: {files:?}");
+    assert!(!env.dir.path().join("etc").exists());
+    assert_eq!(env.run("status", &[]).ok().status(), "in_sync");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_symlink_in_the_sync_root_is_an_error() {
+    let env = pulled();
+    std::os::unix::fs::symlink("../README.md", env.work.join("defs/link.yaml")).unwrap();
+    env.commit_and_push("a link");
+    let r = env.run("push", &[]);
+    assert_eq!(r.code, 4, "{r:#?}");
+    assert!(r.json()["errors"].as_array().unwrap().iter().any(|e| e["path"] == "defs/link.yaml"), "{r:#?}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_sync_root_behind_a_symlink_is_refused() {
+    let env = seeded();
+    std::fs::create_dir_all(env.work.join("real")).unwrap();
+    std::os::unix::fs::symlink("real", env.work.join("defs")).unwrap();
+    let r = env.run("pull", &[]);
+    assert_eq!(r.code, 2, "{r:#?}");
+    assert!(r.stderr.contains("symbolic link"), "{}", r.stderr);
+    assert!(std::fs::read_dir(env.work.join("real")).unwrap().next().is_none(), "nothing written through the link");
+}
+
+#[test]
+fn uncommitted_work_in_the_sync_root_blocks_a_pull_but_not_outside_it() {
+    let env = pulled();
+    env.dashboard_put("connection", "salesforce", json!({"api_version": "64.0"}));
+    env.write("defs/connection/salesforce.yaml", "kind: connection\nname: salesforce\nspec: local edit\n");
+    let r = env.run("pull", &[]);
+    assert_eq!(r.code, 2, "{r:#?}");
+    assert!(r.stderr.contains("uncommitted"), "{}", r.stderr);
+    assert!(env.read("defs/connection/salesforce.yaml").contains("local edit"));
+    env.git(&["checkout", "--", "defs"]);
+    env.write("README.md", "local notes outside the sync root\n");
+    env.run("pull", &[]).ok();
+    assert_eq!(env.read("README.md"), "local notes outside the sync root\n");
+}
+
+#[test]
+fn a_shallow_clone_works() {
+    let env = pulled();
+    env.dashboard_put("connection", "salesforce", json!({"api_version": "65.0"}));
+    let shallow = env.dir.path().join("shallow");
+    let url = format!("file://{}", env.origin.display());
+    env.git_in(env.dir.path(), &["clone", "--quiet", "--depth=1", &url, shallow.to_str().unwrap()]);
+    let r = env.defsync_in(&shallow, &["pull", "--json"], &[]);
+    assert_eq!(r.code, 0, "{r:#?}");
+    assert_eq!(r.changes(), ["git update connection/salesforce"]);
+    assert_eq!(env.git_in(&shallow, &["rev-parse", "--is-shallow-repository"]).trim(), "true");
+}
+
+#[test]
+fn dry_runs_and_status_change_nothing() {
+    let (env, seq) = conflicted();
+    env.dashboard_put("connection", "salesforce", json!({"api_version": "66.0"}));
+    let head = env.origin_head();
+    for args in [vec!["pull", "--dry-run"], vec!["push", "--dry-run"], vec!["status"]] {
+        let r = env.defsync(&[&args[..], &["--json"]].concat());
+        assert_eq!(r.code, 3, "conflicts still exit 3 in {args:?}: {r:#?}");
+    }
+    assert_eq!(env.origin_head(), head);
+    assert_eq!(env.platform_head_seq(), seq + 1);
+}
+
+#[test]
+fn first_run_links_an_existing_repository_and_project() {
+    let env = Env::new();
+    env.dashboard_put("workflow", "only-on-platform", json!(1));
+    env.dashboard_put("workflow", "on-both", json!("platform"));
+    env.write("defs/only-in-git.yaml", "kind: workflow\nname: only-in-git\nspec: 2\n");
+    env.write("defs/on-both.yaml", "kind: workflow\nname: on-both\nspec: git\n");
+    env.commit_and_push("existing definitions");
+    // No record: the first run links with its own settings; keys on both sides that differ
+    // are conflicts, and nothing is lost.
+    let r = env.run("push", &[]);
+    assert_eq!(r.code, 3, "{r:#?}");
+    env.write("defs/on-both.yaml", "kind: workflow\nname: on-both\nspec: platform\n");
+    env.commit_and_push("agree");
+    assert_eq!(env.run("push", &[]).ok().changes(), ["platform add workflow/only-in-git"]);
+    assert_eq!(env.run("pull", &[]).ok().changes(), ["git add workflow/only-on-platform"]);
+    assert_eq!(env.run("status", &[]).ok().status(), "in_sync");
+}
