@@ -122,6 +122,26 @@ pub struct Report {
     #[serde(rename = "ref")]
     pub git_ref: Option<String>,
     pub path: Option<String>,
+    /// What the run cost, for people chasing slow runs and for the benchmark.
+    pub stats: Option<Stats>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// HTTP requests sent to the platform (0 with the embedded store).
+    pub http_requests: u64,
+    pub elapsed_ms: u64,
+    /// The process's peak resident memory, where the system tells it (Linux).
+    pub peak_rss_kib: Option<u64>,
+}
+
+impl Stats {
+    /// Peak resident memory of this process, from `/proc/self/status` (`VmHWM`).
+    pub fn peak_rss_kib() -> Option<u64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
 }
 
 impl Report {
@@ -140,6 +160,7 @@ impl Report {
             repository: None,
             git_ref: None,
             path: None,
+            stats: None,
         }
     }
 

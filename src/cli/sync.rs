@@ -19,16 +19,23 @@ pub enum Which {
 }
 
 pub async fn run(which: Which, args: &SyncArgs) -> Result<Report> {
+    let started = std::time::Instant::now();
     let repo = Repo::discover(&std::env::current_dir().map_err(|e| Error::Config(e.to_string()))?)?;
     let platform = open_platform(&args.platform)?;
     let req = request(which, args, &repo)?;
     tracing::debug!(?req, "request");
-    match which {
+    let mut report = match which {
         Which::Pull => sync::pull(&repo, &platform, &req).await,
         Which::Push => sync::push(&repo, &platform, &req).await,
         Which::Status => sync::status(&repo, &platform, &req).await,
         Which::Link => sync::link(&platform, &req).await,
-    }
+    }?;
+    report.stats = Some(crate::report::Stats {
+        http_requests: platform.requests(),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        peak_rss_kib: crate::report::Stats::peak_rss_kib(),
+    });
+    Ok(report)
 }
 
 pub fn open_platform(args: &PlatformArgs) -> Result<Platform> {
