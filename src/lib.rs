@@ -8,6 +8,7 @@ pub mod cli;
 pub mod digest;
 pub mod error;
 pub mod git;
+pub mod github;
 pub mod layout;
 pub mod model;
 pub mod output;

@@ -4,6 +4,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub mod dashboard;
 pub mod demo;
+pub mod dispatch;
+pub mod doctor;
 pub mod serve;
 pub mod sync;
 
@@ -36,6 +38,10 @@ pub enum Command {
     Dashboard(dashboard::DashboardArgs),
     /// Run a complete round trip on a scratch store and repository, explaining each step.
     Demo(demo::DemoArgs),
+    /// Trigger the pull workflow on GitHub (for the platform side).
+    Dispatch(dispatch::DispatchArgs),
+    /// Check everything a sync needs: platform, key, GitHub token, permissions, branch rules.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Where the platform is and which project; shared by every command that talks to one.
@@ -146,6 +152,17 @@ pub fn run(cli: Cli) -> i32 {
                 }
             },
             Command::Demo(args) => demo::run(&args).await,
+            Command::Dispatch(args) => match dispatch::run(&args).await {
+                Ok(line) => {
+                    eprintln!("{}", crate::output::data(&line));
+                    crate::error::exit::OK
+                }
+                Err(e) => {
+                    eprintln!("error: {}", crate::output::data(&e.to_string()));
+                    e.exit_code()
+                }
+            },
+            Command::Doctor(args) => doctor::run(&args).await,
         }
     })
 }

@@ -2,6 +2,7 @@
 
 mod action;
 mod files;
+mod github;
 mod server;
 mod support;
 mod sync;

@@ -1,0 +1,1 @@
+//! Tests: the GitHub layer against a stand-in backed by a real bare repository.
