@@ -59,6 +59,10 @@ pub struct PlatformArgs {
     /// Allow plain http:// to hosts other than loopback (the API key travels in clear text).
     #[arg(long, env = "DEFSYNC_ALLOW_INSECURE_HTTP")]
     pub allow_insecure_http: bool,
+    /// How long, in seconds, to keep retrying a platform that is unreachable, rate-limited or
+    /// unavailable before giving up.
+    #[arg(long, env = "DEFSYNC_RETRY_FOR", default_value_t = 120, value_name = "SECONDS")]
+    pub retry_for: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -43,6 +43,7 @@ pub fn open_platform(args: &PlatformArgs) -> Result<Platform> {
     let options = crate::api::client::ClientOptions {
         api_key: args.api_key.clone().filter(|k| !k.is_empty()),
         allow_insecure_http: args.allow_insecure_http,
+        max_retry_time: std::time::Duration::from_secs(args.retry_for),
         ..Default::default()
     };
     if let Location::Store(path) = &location

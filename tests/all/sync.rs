@@ -456,3 +456,95 @@ fn first_run_links_an_existing_repository_and_project() {
     assert_eq!(env.run("pull", &[]).ok().changes(), ["git add workflow/only-on-platform"]);
     assert_eq!(env.run("status", &[]).ok().status(), "in_sync");
 }
+
+mod over_http {
+    //! The same runs against a real `defsync serve` on 127.0.0.1, where HTTP matters.
+
+    use serde_json::json;
+
+    use crate::proxy::Proxy;
+    use crate::server::ServerProcess;
+    use crate::support::{Env, PROJECT};
+
+    const KEY: &str = "test-key-over-http";
+
+    fn server() -> (tempfile::TempDir, ServerProcess) {
+        let dir = tempfile::tempdir().unwrap();
+        let server = ServerProcess::start(&dir.path().join("store.db"), KEY);
+        (dir, server)
+    }
+
+    #[test]
+    fn a_no_op_pull_or_push_takes_at_most_three_requests() {
+        let (_dir, server) = server();
+        let env = Env::on_server(&server.url(), KEY);
+        env.dashboard_put("workflow", "a", json!({"x": 1}));
+        env.run("pull", &[]).ok();
+        for command in ["pull", "push", "pull"] {
+            let r = env.run(command, &[]).ok();
+            assert_eq!(r.status(), "in_sync");
+            let requests = r.json()["stats"]["http_requests"].as_u64().unwrap();
+            assert!(requests <= 3, "{command} took {requests} requests");
+        }
+    }
+
+    #[test]
+    fn head_moved_on_push_replans_against_the_new_head() {
+        let (_dir, server) = server();
+        let env = Env::on_server(&server.url(), KEY);
+        env.dashboard_put("workflow", "a", json!({"x": 1}));
+        env.dashboard_put("workflow", "b", json!({"x": 1}));
+        env.run("pull", &[]).ok();
+        let f = "defs/workflow/a.yaml";
+        env.write(f, &env.read(f).replace("x: 1", "x: 2"));
+        env.commit_and_push("edit a");
+        // Someone edits `b` in the dashboard just as the push sends its commit.
+        let hook_env = (env.platform.clone(), env.dir.path().to_owned());
+        let dashboard = move || {
+            let file = hook_env.1.join("race.yaml");
+            std::fs::write(&file, "kind: workflow\nname: b\nspec:\n  x: 3\n").unwrap();
+            let out = std::process::Command::new(crate::support::BIN)
+                .args(["dashboard", "--platform", &hook_env.0, "--project", PROJECT, "put"])
+                .arg(&file)
+                .env("DEFSYNC_API_KEY", KEY)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        };
+        let proxy = Proxy::start(&server.url(), "POST", "/commits", dashboard);
+        let r = env.defsync_in(&env.work, &["push", "--json", "--platform", &proxy.url], &[]);
+        assert_eq!(r.code, 0, "{r:#?}");
+        assert!(proxy.fired());
+        assert_eq!(r.changes(), ["platform update workflow/a"]);
+        // Both edits are on the platform; the dashboard's is pulled next, not reverted.
+        assert_eq!(env.run("pull", &[]).ok().changes(), ["git update workflow/b"]);
+        assert!(env.read("defs/workflow/b.yaml").contains("x: 3"));
+        assert!(env.read(f).contains("x: 2"));
+        assert_eq!(env.run("status", &[]).ok().status(), "in_sync");
+    }
+
+    #[test]
+    fn the_server_restarted_in_the_middle_of_a_sequence_of_runs() {
+        let (dir, mut server) = server();
+        let mut env = Env::on_server(&server.url(), KEY);
+        env.dashboard_put("workflow", "a", json!({"x": 1}));
+        env.run("pull", &[]).ok();
+        server.kill();
+        // While it is down, a run fails cleanly and changes nothing.
+        let f = "defs/workflow/a.yaml";
+        env.write(f, &env.read(f).replace("x: 1", "x: 5"));
+        env.commit_and_push("edit while the platform is down");
+        let down = env.run("push", &["--platform", "http://127.0.0.1:9", "--retry-for", "2"]);
+        assert_eq!(down.code, 1, "{down:#?}");
+        server.restart();
+        env.platform = server.url();
+        assert_eq!(env.run("push", &[]).ok().changes(), ["platform update workflow/a"]);
+        env.dashboard_put("workflow", "c", json!({"y": true}));
+        server.kill();
+        server.restart();
+        env.platform = server.url();
+        assert_eq!(env.run("pull", &[]).ok().changes(), ["git add workflow/c"]);
+        assert_eq!(env.run("status", &[]).ok().status(), "in_sync");
+        drop(dir);
+    }
+}
