@@ -1,2 +1,830 @@
-//! The GitHub Actions runtime contract: outputs, job summary, annotations, masking, groups and
-//! the `workflow_dispatch` event. STUB: to be implemented.
+//! The GitHub Actions runtime contract: step outputs, the job summary, annotations, masking,
+//! log groups and the `workflow_dispatch` event, active when `GITHUB_ACTIONS=true`.
+//!
+//! Everything here treats names and server messages as data: in workflow commands they are
+//! escaped the way the runner unescapes them, in Markdown they sit in code spans or fenced blocks,
+//! and no log line we produce can start a workflow command.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::report::{Conflict, Op, Report, Resolution, Side, Status};
+
+/// Output names the binary writes (the test checks `action.yml` against this).
+pub const OUTPUTS: &[&str] =
+    &["status", "changed", "git-commit", "platform-commit", "added", "updated", "deleted", "conflicts", "report"];
+
+/// Environment variables the binary reads besides clap's.
+pub const ENV_READ: &[&str] = &[
+    "GITHUB_ACTIONS",
+    "GITHUB_OUTPUT",
+    "GITHUB_STEP_SUMMARY",
+    "GITHUB_EVENT_PATH",
+    "GITHUB_EVENT_NAME",
+    "GITHUB_SERVER_URL",
+    "GITHUB_REPOSITORY",
+    "GITHUB_RUN_ID",
+    "GITHUB_REF",
+    "GITHUB_WORKSPACE",
+    "DEFSYNC_LOG",
+];
+
+/// GitHub refuses a step summary over 1 MiB (and then shows none of it).
+pub const SUMMARY_LIMIT: usize = 1024 * 1024;
+
+/// GitHub's documented limit for one output value; the `report` output is shrunk to fit.
+pub const OUTPUT_LIMIT: usize = 1_000_000;
+
+/// The runner shows at most 10 error annotations per step and 50 per job; more only add noise.
+const MAX_ANNOTATIONS: usize = 50;
+
+/// Room kept free for the notes that say what a cut table left out, and the footer.
+const SUMMARY_RESERVE: usize = 8 * 1024;
+
+/// Where the runner wants this step's files, read once from the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Runtime {
+    output: Option<PathBuf>,
+    summary: Option<PathBuf>,
+    event_path: Option<PathBuf>,
+    event_name: Option<String>,
+    run_url: Option<String>,
+}
+
+/// What a `workflow_dispatch` asked for (its `projectId` and `commitId` inputs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DispatchInputs {
+    pub project_id: Option<String>,
+    pub commit_id: Option<String>,
+}
+
+impl Runtime {
+    /// Some when GITHUB_ACTIONS == "true".
+    pub fn from_env() -> Option<Runtime> {
+        Runtime::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`Runtime::from_env`], reading variables through `var`, so tests and other front ends
+    /// need not change the process environment.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Option<Runtime> {
+        if var("GITHUB_ACTIONS").as_deref() != Some("true") {
+            return None;
+        }
+        let path = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        Some(Runtime {
+            output: path("GITHUB_OUTPUT"),
+            summary: path("GITHUB_STEP_SUMMARY"),
+            event_path: path("GITHUB_EVENT_PATH"),
+            event_name: var("GITHUB_EVENT_NAME").filter(|v| !v.is_empty()),
+            run_url: run_url(
+                var("GITHUB_SERVER_URL").as_deref(),
+                var("GITHUB_REPOSITORY").as_deref(),
+                var("GITHUB_RUN_ID").as_deref(),
+            ),
+        })
+    }
+
+    /// The link to this workflow run, when the runner told us enough to build it.
+    pub fn run_url(&self) -> Option<&str> {
+        self.run_url.as_deref()
+    }
+
+    /// Prints ::add-mask:: for a secret (no-op for empty strings). Called first, before any output.
+    pub fn mask(&self, secret: &str) {
+        let _ = mask_to(&mut std::io::stdout().lock(), secret);
+    }
+
+    /// projectId and commitId from a workflow_dispatch event payload, if any.
+    pub fn dispatch_inputs(&self) -> Result<DispatchInputs> {
+        // Other events carry no `inputs`; a `push` payload must not be mistaken for a dispatch.
+        if self.event_name.as_deref().is_some_and(|n| n != "workflow_dispatch") {
+            return Ok(DispatchInputs::default());
+        }
+        match &self.event_path {
+            Some(path) => dispatch_inputs_from(path),
+            None => Ok(DispatchInputs::default()),
+        }
+    }
+
+    pub fn group_start(&self, title: &str) {
+        let _ = group_start_to(&mut std::io::stdout().lock(), title);
+    }
+
+    pub fn group_end(&self) {
+        let _ = group_end_to(&mut std::io::stdout().lock());
+    }
+
+    /// Writes the outputs, the job summary and the annotations for a finished run.
+    pub fn finish(&self, report: &Report) -> Result<()> {
+        self.finish_to(&mut std::io::stdout().lock(), report)
+    }
+
+    /// [`Runtime::finish`] with the annotations written to `log` instead of stdout. The runner
+    /// reads workflow commands from stderr as well, which keeps stdout clean for `--json`.
+    pub fn finish_to(&self, log: &mut dyn Write, report: &Report) -> Result<()> {
+        // Annotations first: if a file cannot be written, the problems are still visible.
+        for line in annotations(report) {
+            writeln!(log, "{line}").context("cannot write annotations")?;
+        }
+        log.flush().ok();
+        if let Some(path) = &self.output {
+            let mut text = String::new();
+            for (name, value) in outputs(report) {
+                push_output(&mut text, name, &value);
+            }
+            append(path, &text).with_context(|| format!("cannot write the step outputs to {}", path.display()))?;
+        }
+        if let Some(path) = &self.summary {
+            // The limit is for the whole file, which earlier commands of the step may have filled.
+            let used = std::fs::metadata(path).map(|m| m.len() as usize).unwrap_or(0);
+            let limit = SUMMARY_LIMIT.saturating_sub(used);
+            let md = summary(report, self.run_url.as_deref(), limit);
+            append(path, &md).with_context(|| format!("cannot write the job summary to {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+fn append(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.flush()
+}
+
+/// `$GITHUB_SERVER_URL/$GITHUB_REPOSITORY/actions/runs/$GITHUB_RUN_ID`, when all three look like
+/// what the runner sets; the link goes into Markdown, so nothing else is let through.
+fn run_url(server: Option<&str>, repository: Option<&str>, run_id: Option<&str>) -> Option<String> {
+    let server = server?.trim_end_matches('/');
+    let repository = repository?;
+    let run_id = run_id?;
+    let url_ok = (server.starts_with("https://") || server.starts_with("http://"))
+        && server.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~:/%".contains(&b));
+    let mut parts = repository.split('/');
+    let repo_ok = parts.clone().count() == 2
+        && parts.all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)));
+    let run_ok = !run_id.is_empty() && run_id.bytes().all(|b| b.is_ascii_digit());
+    (url_ok && repo_ok && run_ok).then(|| format!("{server}/{repository}/actions/runs/{run_id}"))
+}
+
+/// Reads `.inputs.projectId` and `.inputs.commitId` from an event payload.
+pub fn dispatch_inputs_from(path: &Path) -> Result<DispatchInputs> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the workflow event payload {} (GITHUB_EVENT_PATH)", path.display()))?;
+    let event: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("the workflow event payload {} is not JSON (GITHUB_EVENT_PATH)", path.display()))?;
+    let input = |name: &str| -> Result<Option<String>> {
+        match event.get("inputs").and_then(|i| i.get(name)) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s.trim().to_owned()).filter(|s| !s.is_empty())),
+            Some(serde_json::Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(other) => anyhow::bail!(
+                "the workflow_dispatch input {name} must be a string, not {}: dispatch the workflow with \
+                 \"inputs\": {{\"{name}\": \"...\"}}",
+                match other {
+                    serde_json::Value::Bool(_) => "a boolean",
+                    serde_json::Value::Array(_) => "an array",
+                    _ => "an object",
+                }
+            ),
+        }
+    };
+    Ok(DispatchInputs { project_id: input("projectId")?, commit_id: input("commitId")? })
+}
+
+/// Registers a secret with the runner, which then hides it in every later log line.
+pub fn mask_to(out: &mut dyn Write, secret: &str) -> std::io::Result<()> {
+    if secret.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "::add-mask::{}", escape_data(secret))?;
+    // The runner masks line by line, so a secret spanning lines is also masked piece by piece.
+    if secret.contains(['\n', '\r']) {
+        for part in secret.split(['\n', '\r']).map(str::trim).filter(|p| !p.is_empty()) {
+            writeln!(out, "::add-mask::{}", escape_data(part))?;
+        }
+    }
+    out.flush()
+}
+
+pub fn group_start_to(out: &mut dyn Write, title: &str) -> std::io::Result<()> {
+    writeln!(out, "::group::{}", escape_data(title))?;
+    out.flush()
+}
+
+pub fn group_end_to(out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(out, "::endgroup::")?;
+    out.flush()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Escaping
+
+/// Workflow-command data escaping: the inverse of the runner's `UnescapeData`.
+pub fn escape_data(s: &str) -> String {
+    // `%` first, so the escapes added for CR and LF are not escaped again.
+    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+}
+
+/// Workflow-command property escaping: the inverse of the runner's `UnescapeProperty`.
+pub fn escape_property(s: &str) -> String {
+    escape_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+/// Makes a log line safe: no line of the result can start a workflow command.
+///
+/// The runner splits output on CR and LF, trims leading white space and looks for `::`; it also
+/// still honours the legacy `##[command]` form anywhere in a line. Control characters are shown
+/// as `\n`, `\u{1b}` and so on, a leading `::` becomes `\u{3a}:`, and `##[` becomes `##\u{5b}`.
+pub fn escape_log(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            // U+2028/2029 are not controls, but some viewers break lines on them.
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            '[' if out.ends_with("##") => out.push_str("\\u{5b}"),
+            c => out.push(c),
+        }
+    }
+    let lead = out.len() - out.trim_start().len();
+    if out[lead..].starts_with("::") {
+        out.replace_range(lead..lead + 1, "\\u{3a}");
+    }
+    out
+}
+
+/// Markdown code span that cannot break out, mention or link.
+///
+/// The fence is one backtick longer than the longest run inside, so no run can close it; line
+/// breaks and other control characters are shown escaped, because a blank line would end the
+/// paragraph and with it the span.
+pub fn code_span(s: &str) -> String {
+    let mut body = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' => body.push_str("\\n"),
+            '\r' => body.push_str("\\r"),
+            '\t' => body.push_str("\\t"),
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                let _ = write!(body, "\\u{{{:x}}}", c as u32);
+            }
+            c => body.push(c),
+        }
+    }
+    if body.is_empty() {
+        return "` `".into();
+    }
+    let longest = body.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest + 1);
+    // CommonMark strips one space from each end when both ends are spaces, so padding both ends
+    // keeps the content exact, and keeps a leading or trailing backtick off the fence.
+    let all_spaces = body.bytes().all(|b| b == b' ');
+    let pad =
+        body.starts_with('`') || body.ends_with('`') || (body.starts_with(' ') && body.ends_with(' ') && !all_spaces);
+    if pad { format!("{fence} {body} {fence}") } else { format!("{fence}{body}{fence}") }
+}
+
+/// A code span for a GFM table cell: the table splits cells on `|` before it sees code spans.
+fn cell(s: &str) -> String {
+    code_span(s).replace('|', "\\|")
+}
+
+/// At most `max` characters of `s`, with an ellipsis when cut.
+fn clip(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]).into(),
+        None => s.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outputs
+
+/// The step outputs for a report, in [`OUTPUTS`] order.
+pub fn outputs(report: &Report) -> Vec<(&'static str, String)> {
+    let count = |op: Op| (report.count(Side::Git, op) + report.count(Side::Platform, op)).to_string();
+    // A dry run or `status` lists what it would change, but changed nothing.
+    let changed = report.status != Status::DryRun && report.command != "status" && !report.changes.is_empty();
+    vec![
+        ("status", report.status.as_str().to_owned()),
+        ("changed", changed.to_string()),
+        ("git-commit", report.git_commit.clone().unwrap_or_default()),
+        ("platform-commit", report.platform_commit.as_ref().map(|c| c.id.clone()).unwrap_or_default()),
+        ("added", count(Op::Add)),
+        ("updated", count(Op::Update)),
+        ("deleted", count(Op::Delete)),
+        ("conflicts", report.conflicts.len().to_string()),
+        ("report", report_json(report)),
+    ]
+}
+
+/// The JSON report for the `report` output: whole when it fits GitHub's limit; otherwise without
+/// the conflicting versions' texts; otherwise only the counts, marked `"truncated": true`.
+pub fn report_json(report: &Report) -> String {
+    let full = serde_json::to_string_pretty(report).unwrap_or_default();
+    if full.len() <= OUTPUT_LIMIT {
+        return full;
+    }
+    let mut slim = report.clone();
+    for c in &mut slim.conflicts {
+        c.git_yaml = None;
+        c.platform_yaml = None;
+    }
+    let mut value = serde_json::to_value(&slim).unwrap_or_default();
+    value["truncated"] = true.into();
+    let text = serde_json::to_string_pretty(&value).unwrap_or_default();
+    if text.len() <= OUTPUT_LIMIT {
+        return text;
+    }
+    let count = |side, op| report.count(side, op);
+    let minimal = serde_json::json!({
+        "command": report.command,
+        "status": report.status,
+        "project": report.project,
+        "platform_commit": report.platform_commit,
+        "requested_commit": report.requested_commit,
+        "git_commit": report.git_commit,
+        "error": report.error,
+        "truncated": true,
+        "counts": {
+            "git": {"add": count(Side::Git, Op::Add), "update": count(Side::Git, Op::Update), "delete": count(Side::Git, Op::Delete)},
+            "platform": {"add": count(Side::Platform, Op::Add), "update": count(Side::Platform, Op::Update), "delete": count(Side::Platform, Op::Delete)},
+            "conflicts": report.conflicts.len(),
+            "errors": report.errors.len(),
+        },
+    });
+    serde_json::to_string_pretty(&minimal).unwrap_or_default()
+}
+
+/// Appends one output in the form the runner parses: `name=value` for one line, otherwise
+/// `name<<DELIM`, the value, and the delimiter alone on a line. The delimiter is random, so a
+/// value cannot end the block early and smuggle in other outputs.
+pub fn push_output(text: &mut String, name: &str, value: &str) {
+    if !value.contains(['\n', '\r']) {
+        let _ = writeln!(text, "{name}={value}");
+        return;
+    }
+    let delimiter = loop {
+        let d = format!("ghadelimiter_{:032x}", rand::random::<u128>());
+        if !value.contains(&d) {
+            break d;
+        }
+    };
+    let _ = write!(text, "{name}<<{delimiter}\n{value}\n{delimiter}\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Annotations
+
+/// Workflow commands that annotate each invalid file, each unresolved conflict and a failed run.
+pub fn annotations(report: &Report) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in &report.errors {
+        if let Some(on_platform) = e.path.strip_prefix("platform:") {
+            out.push(format!(
+                "::error title={}::{}",
+                escape_property("Invalid definition on the platform"),
+                escape_data(&format!("{on_platform}: {}", e.message))
+            ));
+            continue;
+        }
+        let mut props = format!("file={}", escape_property(&e.path));
+        if let Some(line) = e.line {
+            let _ = write!(props, ",line={line}");
+            if let Some(col) = e.column {
+                let _ = write!(props, ",col={col}");
+            }
+        }
+        let _ = write!(props, ",title={}", escape_property("Invalid definition file"));
+        out.push(format!("::error {props}::{}", escape_data(&e.message)));
+    }
+    for c in report.conflicts.iter().filter(|c| c.resolution == Resolution::None) {
+        let mut props = String::new();
+        if let Some(p) = &c.path {
+            let _ = write!(props, "file={},", escape_property(p));
+        }
+        let _ = write!(props, "title={}", escape_property("Conflict"));
+        let message = format!(
+            "{} {:?} was changed in Git and on the platform; nothing was changed on either side. \
+             Make the two agree, or rerun with on-conflict prefer-git or prefer-platform.",
+            c.kind, c.name
+        );
+        out.push(format!("::error {props}::{}", escape_data(&message)));
+    }
+    if let Some(err) = &report.error {
+        let title = format!("defsync {} failed", report.command);
+        out.push(format!("::error title={}::{}", escape_property(&title), escape_data(&err.message)));
+    }
+    if out.len() > MAX_ANNOTATIONS {
+        let left = out.len() - MAX_ANNOTATIONS;
+        out.truncate(MAX_ANNOTATIONS);
+        out.push(format!("::warning::{left} more problems were not annotated; the job summary lists them"));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Job summary
+
+/// Markdown that grows up to a byte limit, keeping room for the notes that say what was cut.
+struct Budget {
+    md: String,
+    limit: usize,
+}
+
+impl Budget {
+    fn fits(&self, more: &str) -> bool {
+        self.md.len() + more.len() + SUMMARY_RESERVE <= self.limit
+    }
+
+    /// Adds `more` when it fits and says whether it did.
+    fn push(&mut self, more: &str) -> bool {
+        let ok = self.fits(more);
+        if ok {
+            self.md.push_str(more);
+        }
+        ok
+    }
+
+    /// Adds `more` unconditionally: only for small, fixed text covered by the reserve.
+    fn force(&mut self, more: &str) {
+        self.md.push_str(more);
+    }
+
+    fn omitted(&mut self, n: usize, what: &str) {
+        if n > 0 {
+            self.force(&format!(
+                "\n_…and {n} more {what} not shown here, to keep the summary under GitHub's 1 MiB limit; \
+                 the `report` output has them all._\n"
+            ));
+        }
+    }
+}
+
+/// The job summary for a report, at most `limit` bytes (GitHub allows [`SUMMARY_LIMIT`]).
+pub fn summary(report: &Report, run_url: Option<&str>, limit: usize) -> String {
+    let footer = run_url.map(|u| format!("\n[View this workflow run]({u})\n")).unwrap_or_default();
+    let mut b = Budget { md: String::new(), limit: limit.saturating_sub(footer.len()) };
+    let dry = report.status == Status::DryRun || report.command == "status";
+
+    let icon = match report.status {
+        Status::InSync => "✅",
+        Status::Changed => "🔄",
+        Status::DryRun => "🔍",
+        Status::Conflict => "⚠️",
+        Status::Invalid | Status::Error => "❌",
+    };
+    let headline = match report.status {
+        Status::InSync => "in sync",
+        Status::Changed => "changed",
+        Status::DryRun => "dry run, nothing was written",
+        Status::Conflict => "conflicts, nothing was changed on either side",
+        Status::Invalid => "invalid definitions, nothing was changed on either side",
+        Status::Error => "failed",
+    };
+    b.force(&format!("## {icon} defsync {}: {headline}\n\n", code_span(&clip(&report.command, 20))));
+
+    let mut facts = String::new();
+    let field = |s: &Option<String>| s.as_deref().map_or("(none)".to_owned(), |v| code_span(&clip(v, 200)));
+    let _ = writeln!(facts, "- **Project:** {}", field(&report.project));
+    match &report.platform_commit {
+        Some(c) => {
+            let _ = writeln!(facts, "- **Platform commit:** {} (seq {})", code_span(&clip(&c.id, 200)), c.seq);
+        }
+        None => facts.push_str("- **Platform commit:** (none)\n"),
+    }
+    if let Some(r) = &report.requested_commit
+        && report.platform_commit.as_ref().is_none_or(|c| &c.id != r)
+    {
+        let _ = writeln!(
+            facts,
+            "- **Requested by platform commit:** {} (a pull always syncs the head)",
+            code_span(&clip(r, 200))
+        );
+    }
+    let _ = writeln!(facts, "- **Git commit:** {}", field(&report.git_commit));
+    if let Some(repo) = &report.repository {
+        let _ = write!(facts, "- **Repository:** {}", code_span(&clip(repo, 300)));
+        if let Some(r) = &report.git_ref {
+            let _ = write!(facts, " at {}", code_span(&clip(r, 300)));
+        }
+        if let Some(p) = &report.path {
+            let _ = write!(facts, ", path {}", code_span(&clip(p, 300)));
+        }
+        facts.push('\n');
+    }
+    b.force(&facts);
+
+    if let Some(err) = &report.error {
+        b.force("\n### Error\n\n");
+        b.force(&fenced(&clip(&err.message, 4000), "text"));
+    }
+
+    // Counts by side: always shown, whatever the lists below leave out.
+    let verb = if dry { "would be " } else { "" };
+    b.force(&format!(
+        "\n### Changes\n\n| Side | Added | Updated | Deleted |\n|---|---:|---:|---:|\n\
+         | Git (files {verb}written to the branch) | {} | {} | {} |\n\
+         | Platform (definitions {verb}sent to the project) | {} | {} | {} |\n",
+        report.count(Side::Git, Op::Add),
+        report.count(Side::Git, Op::Update),
+        report.count(Side::Git, Op::Delete),
+        report.count(Side::Platform, Op::Add),
+        report.count(Side::Platform, Op::Update),
+        report.count(Side::Platform, Op::Delete),
+    ));
+    if report.conflicts.is_empty() && report.errors.is_empty() && report.changes.is_empty() {
+        b.force("\nNothing to change: the branch and the platform agree.\n");
+    }
+
+    // Problems before the list of changes: they are what a reader must act on.
+    if !report.errors.is_empty() {
+        b.force(&format!("\n### Invalid definitions ({})\n\n", report.errors.len()));
+        b.force("| File | Line | Column | Problem |\n|---|---:|---:|---|\n");
+        let mut shown = 0;
+        for e in &report.errors {
+            let num = |n: Option<u64>| n.map_or(String::new(), |n| n.to_string());
+            let row = format!(
+                "| {} | {} | {} | {} |\n",
+                cell(&clip(&e.path, 400)),
+                num(e.line),
+                num(e.column),
+                cell(&clip(&e.message, 1000))
+            );
+            if !b.push(&row) {
+                break;
+            }
+            shown += 1;
+        }
+        b.omitted(report.errors.len() - shown, "invalid definitions");
+    }
+
+    if !report.conflicts.is_empty() {
+        b.force(&format!("\n### Conflicts ({})\n\n", report.conflicts.len()));
+        b.force(
+            "Each key below was changed both in Git and on the platform since they last agreed. \
+             The diff goes from the Git version (`-`) to the platform's (`+`).\n",
+        );
+        let mut shown = 0;
+        for c in &report.conflicts {
+            if !b.push(&conflict_section(c)) {
+                break;
+            }
+            shown += 1;
+        }
+        b.omitted(report.conflicts.len() - shown, "conflicts");
+        if report.conflicts.iter().any(|c| c.resolution == Resolution::None) {
+            b.force(
+                "\nTo resolve: edit one side so both agree, or rerun with `on-conflict: prefer-git` or \
+                 `on-conflict: prefer-platform`.\n",
+            );
+        }
+    }
+
+    if !report.changes.is_empty() {
+        b.force(&format!("\n#### All changes ({})\n\n", report.changes.len()));
+        b.force("| Side | Change | Kind | Name | File |\n|---|---|---|---|---|\n");
+        let mut shown = 0;
+        for c in &report.changes {
+            let side = match c.side {
+                Side::Git => "Git",
+                Side::Platform => "Platform",
+            };
+            let op = match c.op {
+                Op::Add => "add",
+                Op::Update => "update",
+                Op::Delete => "delete",
+            };
+            let row = format!(
+                "| {side} | {op} | {} | {} | {} |\n",
+                cell(&clip(&c.kind, 100)),
+                cell(&clip(&c.name, 250)),
+                c.path.as_deref().map_or(String::new(), |p| cell(&clip(p, 400)))
+            );
+            if !b.push(&row) {
+                break;
+            }
+            shown += 1;
+        }
+        b.omitted(report.changes.len() - shown, "changes");
+    }
+
+    let mut md = b.md;
+    md.push_str(&footer);
+    md
+}
+
+/// Longest lines and most lines of one conflict's diff; a definition can be up to 1 MiB.
+const DIFF_MAX_LINES: usize = 400;
+const DIFF_MAX_LINE_CHARS: usize = 300;
+
+fn conflict_section(c: &Conflict) -> String {
+    let mut s = format!("\n#### {} {}\n\n", code_span(&clip(&c.kind, 100)), code_span(&clip(&c.name, 250)));
+    if let Some(p) = &c.path {
+        let _ = writeln!(s, "- **File:** {}", code_span(&clip(p, 400)));
+    }
+    let digest = |d: &Option<crate::digest::Digest>| d.as_ref().map_or("absent".to_owned(), |d| code_span(d.short(12)));
+    let _ = writeln!(
+        s,
+        "- **Digests:** base {}, Git {}, platform {}",
+        digest(&c.base),
+        digest(&c.git),
+        digest(&c.platform)
+    );
+    let resolution = match c.resolution {
+        Resolution::None => "not resolved: nothing was changed for this key",
+        Resolution::Written => "resolved: the preferred side was written",
+        Resolution::Deferred => "resolved: the next run in the other direction carries the preferred side over",
+    };
+    let _ = writeln!(s, "- **Resolution:** {resolution}\n");
+    let diff = match (&c.git_yaml, &c.platform_yaml) {
+        (Some(g), Some(p)) => line_diff(g, p),
+        (Some(g), None) => {
+            s.push_str("Deleted on the platform; the Git version:\n\n");
+            prefixed(g, '-')
+        }
+        (None, Some(p)) => {
+            s.push_str("Deleted in Git; the platform's version:\n\n");
+            prefixed(p, '+')
+        }
+        (None, None) => return s,
+    };
+    s.push_str(&fenced(&diff, "diff"));
+    s
+}
+
+fn prefixed(text: &str, mark: char) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = String::new();
+    for l in lines.iter().take(DIFF_MAX_LINES) {
+        let _ = writeln!(out, "{mark}{}", clip(l, DIFF_MAX_LINE_CHARS));
+    }
+    if lines.len() > DIFF_MAX_LINES {
+        let _ = writeln!(out, "… {} more lines", lines.len() - DIFF_MAX_LINES);
+    }
+    out
+}
+
+/// A line diff of two YAML texts: the common lines around the change kept as context, the
+/// differing middle diffed by longest common subsequence when it is small enough.
+fn line_diff(old: &str, new: &str) -> String {
+    let a: Vec<&str> = old.lines().collect();
+    let b: Vec<&str> = new.lines().collect();
+    let prefix = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let suffix = a[prefix..].iter().rev().zip(b[prefix..].iter().rev()).take_while(|(x, y)| x == y).count();
+    let (am, bm) = (&a[prefix..a.len() - suffix], &b[prefix..b.len() - suffix]);
+    let mut ops: Vec<(char, &str)> = Vec::new();
+    // Three lines of context, as in a unified diff.
+    let skipped_before = prefix.saturating_sub(3);
+    ops.extend(a[skipped_before..prefix].iter().map(|l| (' ', *l)));
+    if am.len().saturating_mul(bm.len()) <= 4_000_000 {
+        ops.extend(lcs_diff(am, bm));
+    } else {
+        ops.extend(am.iter().map(|l| ('-', *l)));
+        ops.extend(bm.iter().map(|l| ('+', *l)));
+    }
+    let after = &a[a.len() - suffix..];
+    ops.extend(after.iter().take(3).map(|l| (' ', *l)));
+
+    let mut out = String::from("--- git\n+++ platform\n");
+    if skipped_before > 0 {
+        let _ = writeln!(out, "@@ {skipped_before} unchanged lines @@");
+    }
+    for (mark, line) in ops.iter().take(DIFF_MAX_LINES) {
+        let _ = writeln!(out, "{mark}{}", clip(line, DIFF_MAX_LINE_CHARS));
+    }
+    if ops.len() > DIFF_MAX_LINES {
+        let _ = writeln!(out, "… {} more diff lines", ops.len() - DIFF_MAX_LINES);
+    }
+    if suffix > 3 {
+        let _ = writeln!(out, "@@ {} unchanged lines @@", suffix - 3);
+    }
+    out
+}
+
+fn lcs_diff<'a>(a: &[&'a str], b: &[&'a str]) -> Vec<(char, &'a str)> {
+    let (n, m) = (a.len(), b.len());
+    // table[i][j]: length of the LCS of a[i..] and b[j..].
+    let mut table = vec![0u32; (n + 1) * (m + 1)];
+    let at = |i: usize, j: usize| i * (m + 1) + j;
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            table[at(i, j)] =
+                if a[i] == b[j] { table[at(i + 1, j + 1)] + 1 } else { table[at(i + 1, j)].max(table[at(i, j + 1)]) };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::with_capacity(n + m);
+    while i < n && j < m {
+        if a[i] == b[j] {
+            out.push((' ', a[i]));
+            i += 1;
+            j += 1;
+        } else if table[at(i + 1, j)] >= table[at(i, j + 1)] {
+            out.push(('-', a[i]));
+            i += 1;
+        } else {
+            out.push(('+', b[j]));
+            j += 1;
+        }
+    }
+    out.extend(a[i..].iter().map(|l| ('-', *l)));
+    out.extend(b[j..].iter().map(|l| ('+', *l)));
+    out
+}
+
+/// A fenced code block whose fence no line of `body` can close; control characters other than
+/// line feeds are shown escaped.
+fn fenced(body: &str, info: &str) -> String {
+    let body: String = body
+        .chars()
+        .map(|c| match c {
+            '\n' | '\t' => c.to_string(),
+            c if c.is_control() => format!("\\u{{{:x}}}", c as u32),
+            c => c.to_string(),
+        })
+        .collect();
+    let longest = body.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest.max(2) + 1);
+    let nl = if body.ends_with('\n') { "" } else { "\n" };
+    format!("{fence}{info}\n{body}{nl}{fence}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_and_properties_escape_as_the_runner_unescapes() {
+        assert_eq!(escape_data("50% a\r\nb"), "50%25 a%0D%0Ab");
+        assert_eq!(escape_data("%0A"), "%250A");
+        assert_eq!(escape_property("a:b,c%\n"), "a%3Ab%2Cc%25%0A");
+    }
+
+    #[test]
+    fn log_lines_cannot_start_commands() {
+        assert_eq!(escape_log("::error::x"), "\\u{3a}:error::x");
+        assert_eq!(escape_log("  \u{a0}::warning::x"), "  \u{a0}\\u{3a}:warning::x");
+        assert_eq!(escape_log("ok\n::add-mask::x"), "ok\\n::add-mask::x");
+        assert_eq!(escape_log("x ##[set-output name=a]b"), "x ##\\u{5b}set-output name=a]b");
+        assert_eq!(escape_log("a: b::c"), "a: b::c");
+    }
+
+    #[test]
+    fn code_spans_hold_backticks_and_cannot_break_out() {
+        assert_eq!(code_span("plain"), "`plain`");
+        assert_eq!(code_span("a`b"), "``a`b``");
+        assert_eq!(code_span("`x``"), "``` `x`` ```");
+        assert_eq!(code_span(" a "), "`  a  `");
+        assert_eq!(code_span("a\n\n<img src=x>"), "`a\\n\\n<img src=x>`");
+        assert_eq!(code_span(""), "` `");
+        assert_eq!(cell("a|b"), "`a\\|b`");
+    }
+
+    #[test]
+    fn run_url_is_built_only_from_plausible_parts() {
+        let url = run_url(Some("https://github.com"), Some("acme/x"), Some("42"));
+        assert_eq!(url.as_deref(), Some("https://github.com/acme/x/actions/runs/42"));
+        assert_eq!(run_url(Some("https://github.com"), Some("acme/x)[y](z"), Some("42")), None);
+        assert_eq!(run_url(Some("javascript:alert(1)"), Some("acme/x"), Some("42")), None);
+        assert_eq!(run_url(Some("https://github.com"), Some("acme/x"), Some("4 2")), None);
+    }
+
+    #[test]
+    fn multi_line_outputs_use_a_fresh_random_delimiter() {
+        let mut a = String::new();
+        push_output(&mut a, "report", "{\n}");
+        let mut b = String::new();
+        push_output(&mut b, "report", "{\n}");
+        assert!(a.starts_with("report<<ghadelimiter_"));
+        assert_ne!(a, b);
+        let mut c = String::new();
+        push_output(&mut c, "status", "in_sync");
+        assert_eq!(c, "status=in_sync\n");
+    }
+
+    #[test]
+    fn diffs_show_what_changed_with_context() {
+        let d = line_diff("a\nb\nc\nd\ne\nf\ng\n", "a\nb\nc\nd\nE\nf\ng\n");
+        assert_eq!(d, "--- git\n+++ platform\n@@ 1 unchanged lines @@\n b\n c\n d\n-e\n+E\n f\n g\n");
+    }
+
+    #[test]
+    fn fences_outgrow_the_backticks_inside() {
+        assert_eq!(fenced("```\nx", "text"), "````text\n```\nx\n````\n");
+        assert_eq!(fenced("x\n", "diff"), "```diff\nx\n```\n");
+    }
+
+    #[test]
+    fn clip_cuts_on_characters() {
+        assert_eq!(clip("ééé", 2), "éé…");
+        assert_eq!(clip("ab", 2), "ab");
+    }
+}
