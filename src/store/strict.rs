@@ -1,0 +1,109 @@
+//! Strict JSON parsing of request bodies: I-JSON forbids duplicate object keys, but serde_json's
+//! `Value` silently keeps the last one. A platform must refuse such a body rather than store a
+//! definition that differs from what the sender meant.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
+
+/// Parses `body` as JSON without duplicate keys, then as `T`. The error is a message for people.
+pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    let Strict(value) = serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
+    serde_json::from_value(value).map_err(|e| format!("the body does not have the expected form: {e}"))
+}
+
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Number::from_f64(v).map(Value::Number).ok_or_else(|| E::custom(format!("number {v} is not finite")))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        Strict::deserialize(d).map(|s| s.0)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(Strict(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(de::Error::custom(format!("duplicate key {key:?} in an object")));
+            }
+            let Strict(v) = map.next_value()?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        assert!(parse::<Value>(br#"{"a": {"b": 1, "b": 2}}"#).unwrap_err().contains("duplicate key \"b\""));
+        assert!(parse::<Value>(br#"[{"x": 1, "x": 1}]"#).is_err());
+        let v: Value = parse(br#"{"z": 1, "a": [1.5, null, "s", true], "m": {}}"#).unwrap();
+        // Key order is kept (serde_json's preserve_order), so a stored spec keeps the sender's order.
+        assert_eq!(serde_json::to_string(&v).unwrap(), r#"{"z":1,"a":[1.5,null,"s",true],"m":{}}"#);
+    }
+
+    #[test]
+    fn lone_surrogates_and_bad_utf8_are_refused() {
+        assert!(parse::<Value>(br#"{"a": "\ud800"}"#).is_err());
+        assert!(parse::<Value>(b"{\"a\": \"\xff\"}").is_err());
+    }
+}

@@ -1,0 +1,386 @@
+//! Unit tests of the store's transactional rules: every answer of contract part 3, and that a
+//! refused request writes nothing.
+
+use serde_json::{Value, json};
+
+use super::*;
+
+const P: &str = "p1";
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("nested/store.db")).unwrap();
+    store.put_project(P, "Project one").unwrap();
+    (dir, store)
+}
+
+fn put(kind: &str, name: &str, spec: Value) -> Value {
+    json!({"op": "put", "kind": kind, "name": name, "spec": spec})
+}
+
+fn delete(kind: &str, name: &str) -> Value {
+    json!({"op": "delete", "kind": kind, "name": name})
+}
+
+fn dashboard() -> Value {
+    json!({"type": "dashboard"})
+}
+
+fn git_origin() -> Value {
+    json!({"type": "git", "repository": "acme/defs", "ref": "refs/heads/main", "path": "platform", "git_commit": "abc"})
+}
+
+fn body(parent: Option<&str>, origin: Value, changes: Vec<Value>) -> Vec<u8> {
+    serde_json::to_vec(&json!({"parent": parent, "message": "m", "origin": origin, "changes": changes})).unwrap()
+}
+
+fn head_id(s: &Store) -> Option<String> {
+    s.project(P).unwrap().0.head.map(|c| c.id)
+}
+
+/// Commits on the current head.
+fn commit(s: &Store, origin: Value, changes: Vec<Value>) -> R<Commit> {
+    s.create_commit(P, &body(head_id(s).as_deref(), origin, changes), None)
+}
+
+fn link(s: &Store) -> ETag {
+    let (_, etag) = s.project(P).unwrap();
+    let req = json!({"repository": "acme/defs", "ref": "refs/heads/main", "path": "platform",
+                     "direction": "bidirectional", "replace_base": true, "base": []});
+    s.put_sync(P, Some(&etag.0), &serde_json::to_vec(&req).unwrap()).unwrap().1
+}
+
+fn manifest_keys(s: &Store, commit: &str) -> Vec<(String, String, u64)> {
+    s.manifest(P, commit).unwrap().entries.into_iter().map(|e| (e.kind, e.name, e.size)).collect()
+}
+
+fn digest_of(kind: &str, name: &str, spec: Value) -> Digest {
+    Definition { kind: kind.into(), name: name.into(), spec }.digest()
+}
+
+#[test]
+fn projects_are_created_renamed_and_checked() {
+    let (_d, s) = store();
+    let (p, created) = s.put_project(P, "Renamed").unwrap();
+    assert!(!created);
+    assert_eq!((p.id.as_str(), p.name.as_str(), p.head, p.sync), ("p1", "Renamed", None, None));
+    assert!(s.put_project("p2", "Two").unwrap().1);
+    for bad in ["", "a/b", "..", "with space", &"x".repeat(101)] {
+        assert_eq!(s.put_project(bad, "x").unwrap_err().code, "invalid", "{bad:?}");
+    }
+    let e = s.project("nope").unwrap_err();
+    assert_eq!((e.status, e.code.as_str()), (404, "not_found"));
+    assert_eq!(s.project(P).unwrap().1, ETag::none());
+    let (base, etag) = s.base(P).unwrap();
+    assert!(base.entries.is_empty());
+    assert_eq!(etag, ETag::none());
+    assert_eq!(s.commit(P, "c_x").unwrap_err().status, 404);
+    assert_eq!(s.manifest(P, "c_x").unwrap_err().status, 404);
+    assert_eq!(s.commits("nope", 0, 10).unwrap_err().status, 404);
+    assert_eq!(s.batch_get("nope", br#"{"digests": []}"#).unwrap_err().status, 404);
+    assert_eq!(s.create_commit("nope", b"{}", None).unwrap_err().status, 404);
+    assert_eq!(s.put_sync("nope", Some("\"none\""), b"{}").unwrap_err().status, 404);
+}
+
+#[test]
+fn commits_chain_and_manifests_are_versioned() {
+    let (_d, s) = store();
+    let c1 =
+        commit(&s, dashboard(), vec![put("workflow", "b", json!(1)), put("workflow", "a", json!({"z": 1, "a": 2}))])
+            .unwrap();
+    assert_eq!((c1.seq, c1.parent.as_deref()), (1, None));
+    assert!(c1.id.starts_with("c_") && c1.id.len() == 28);
+    let c2 = commit(&s, dashboard(), vec![delete("workflow", "b"), put("connection", "crm", json!(null))]).unwrap();
+    assert_eq!((c2.seq, c2.parent.as_deref()), (2, Some(c1.id.as_str())));
+    let c3 = commit(&s, dashboard(), vec![put("workflow", "a", json!({"z": 2}))]).unwrap();
+
+    let size =
+        |k: &str, n: &str, spec: Value| Definition { kind: k.into(), name: n.into(), spec }.canonical().len() as u64;
+    assert_eq!(
+        manifest_keys(&s, &c1.id),
+        [
+            ("workflow".into(), "a".into(), size("workflow", "a", json!({"z": 1, "a": 2}))),
+            ("workflow".into(), "b".into(), size("workflow", "b", json!(1)))
+        ]
+    );
+    let m2: Vec<_> = manifest_keys(&s, &c2.id).into_iter().map(|(k, n, _)| format!("{k}/{n}")).collect();
+    assert_eq!(m2, ["connection/crm", "workflow/a"]);
+    let m3 = s.manifest(P, &c3.id).unwrap();
+    assert_eq!(m3.commit, c3);
+    assert_eq!(m3.entries[1].digest, digest_of("workflow", "a", json!({"z": 2})));
+
+    // Every version stays fetchable, exactly as sent (key order kept), and unknown ones are missing.
+    let old = digest_of("workflow", "a", json!({"z": 1, "a": 2}));
+    let unknown = digest_of("workflow", "never", json!(0));
+    let req = json!({"digests": [old, unknown, old]});
+    let got = s.batch_get(P, &serde_json::to_vec(&req).unwrap()).unwrap();
+    assert_eq!(got.missing, [unknown]);
+    assert_eq!(got.objects.len(), 1);
+    assert_eq!(serde_json::to_string(&got.objects[0].spec).unwrap(), r#"{"z":1,"a":2}"#);
+
+    let list = s.commits(P, 0, 0).unwrap().commits;
+    assert_eq!(list.iter().map(|c| c.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(s.commits(P, 1, 1).unwrap().commits, std::slice::from_ref(&c2));
+    assert_eq!(s.commits(P, 3, 5000).unwrap().commits, []);
+    assert_eq!(s.commit(P, &c2.id).unwrap(), c2);
+    assert_eq!(s.project(P).unwrap().0.head, Some(c3));
+}
+
+#[test]
+fn manifests_sort_by_utf8_bytes() {
+    let (_d, s) = store();
+    let names = ["b", "B", "é", "a/b", "a b", "Z", "ä"];
+    let c = commit(&s, dashboard(), names.iter().map(|n| put("workflow", n, json!(1))).collect()).unwrap();
+    let got: Vec<String> = manifest_keys(&s, &c.id).into_iter().map(|(_, n, _)| n).collect();
+    let mut want: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    want.sort(); // Rust's str order is by UTF-8 bytes.
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_stale_parent_is_head_moved_with_the_head_and_writes_nothing() {
+    let (_d, s) = store();
+    let c1 = commit(&s, dashboard(), vec![put("workflow", "a", json!(1))]).unwrap();
+    let e = s.create_commit(P, &body(None, dashboard(), vec![put("workflow", "b", json!(1))]), Some("k1")).unwrap_err();
+    assert_eq!((e.status, e.code.as_str()), (409, "head_moved"));
+    assert_eq!(e.extra["head"], serde_json::to_value(&c1).unwrap());
+    let e = s
+        .create_commit(P, &body(Some("c_other"), dashboard(), vec![put("workflow", "b", json!(1))]), None)
+        .unwrap_err();
+    assert_eq!(e.code, "head_moved");
+    assert_eq!(s.project(P).unwrap().0.head.unwrap(), c1);
+    // A non-201 answer is not stored: the same key works once the parent is right.
+    let c2 =
+        s.create_commit(P, &body(Some(&c1.id), dashboard(), vec![put("workflow", "b", json!(1))]), Some("k1")).unwrap();
+    assert_eq!(c2.seq, 2);
+}
+
+#[test]
+fn invalid_changes_are_all_listed_and_nothing_is_written() {
+    let (_d, s) = store();
+    commit(&s, dashboard(), vec![put("workflow", "a", json!(1))]).unwrap();
+    let e = commit(
+        &s,
+        dashboard(),
+        vec![
+            put("Bad Kind", "x", json!(1)),
+            put("workflow", " padded", json!(1)),
+            put("workflow", "big", json!(9007199254740992_u64)),
+            delete("workflow", "never-existed"),
+            put("workflow", "twice", json!(1)),
+            delete("workflow", "twice"),
+            put("workflow", "fine", json!(1)),
+        ],
+    )
+    .unwrap_err();
+    assert_eq!((e.status, e.code.as_str()), (422, "invalid"));
+    let details = e.extra["details"].as_array().unwrap();
+    let names: Vec<&str> = details.iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["x", " padded", "big", "twice", "never-existed"], "{details:#?}");
+    assert!(details.iter().all(|d| d["kind"].is_string() && d["message"].is_string()));
+    assert_eq!(s.project(P).unwrap().0.head.unwrap().seq, 1);
+    assert_eq!(s.commits(P, 0, 100).unwrap().commits.len(), 1);
+}
+
+#[test]
+fn malformed_bodies_are_invalid() {
+    let (_d, s) = store();
+    for b in [&b"not json"[..], b"{}", br#"{"parent": null, "message": "m", "origin": {"type": "x"}, "changes": []}"#] {
+        let e = s.create_commit(P, b, None).unwrap_err();
+        assert_eq!((e.status, e.code.as_str()), (422, "invalid"));
+    }
+    // A duplicate key in a spec would otherwise be stored as something the sender did not mean.
+    let dup = br#"{"parent": null, "message": "m", "origin": {"type": "api"},
+                   "changes": [{"op": "put", "kind": "w", "name": "a", "spec": {"x": 1, "x": 2}}]}"#;
+    assert!(s.create_commit(P, dup, None).unwrap_err().message.contains("duplicate key"));
+    let e = s.create_commit(P, &body(None, json!({"type": "git", "repository": "r"}), vec![]), None).unwrap_err();
+    assert_eq!(e.code, "invalid");
+    assert!(e.message.contains("origin.ref"), "{e}");
+}
+
+#[test]
+fn a_commit_that_changes_nothing_is_empty_commit() {
+    let (_d, s) = store();
+    let e = commit(&s, dashboard(), vec![]).unwrap_err();
+    assert_eq!((e.status, e.code.as_str()), (422, "empty_commit"));
+    commit(&s, dashboard(), vec![put("workflow", "a", json!({"x": 1}))]).unwrap();
+    let e = commit(&s, dashboard(), vec![put("workflow", "a", json!({"x": 1.0}))]).unwrap_err();
+    assert_eq!(e.code, "empty_commit");
+    // Unchanged puts next to a real change contribute nothing, and are allowed.
+    let c =
+        commit(&s, dashboard(), vec![put("workflow", "a", json!({"x": 1})), put("workflow", "b", json!(2))]).unwrap();
+    assert_eq!(c.seq, 2);
+}
+
+#[test]
+fn idempotent_retries_get_the_first_answer_and_write_nothing() {
+    let (_d, s) = store();
+    let b = body(None, dashboard(), vec![put("workflow", "a", json!(1))]);
+    let first = s.create_commit(P, &b, Some("key-1")).unwrap();
+    let again = s.create_commit(P, &b, Some("key-1")).unwrap();
+    assert_eq!(first, again);
+    assert_eq!(s.commits(P, 0, 100).unwrap().commits.len(), 1);
+    let other = body(None, dashboard(), vec![put("workflow", "a", json!(2))]);
+    let e = s.create_commit(P, &other, Some("key-1")).unwrap_err();
+    assert_eq!((e.status, e.code.as_str()), (422, "idempotency_key_reused"));
+    // Keys are per project.
+    s.put_project("p2", "Two").unwrap();
+    assert_eq!(s.create_commit("p2", &b, Some("key-1")).unwrap().seq, 1);
+    // An expired key is forgotten: the retry is then judged like any request (here: head moved).
+    s.lock().execute("UPDATE idempotency SET created_unix = created_unix - 90000", []).unwrap();
+    assert_eq!(s.create_commit(P, &b, Some("key-1")).unwrap_err().code, "head_moved");
+    assert_eq!(s.create_commit(P, &b, Some("")).unwrap_err().code, "invalid");
+}
+
+#[test]
+fn git_commits_need_the_link() {
+    let (_d, s) = store();
+    let e = commit(&s, git_origin(), vec![put("workflow", "a", json!(1))]).unwrap_err();
+    assert_eq!((e.status, e.code.as_str()), (422, "link_mismatch"));
+    assert!(e.message.contains("not linked") && e.message.contains("defsync link"), "{e}");
+    link(&s);
+    let mut other = git_origin();
+    other["path"] = json!("elsewhere");
+    let e = commit(&s, other, vec![put("workflow", "a", json!(1))]).unwrap_err();
+    assert_eq!(e.code, "link_mismatch");
+    assert!(e.message.contains("elsewhere") && e.message.contains("platform"), "{e}");
+    assert!(s.project(P).unwrap().0.head.is_none());
+}
+
+#[test]
+fn git_commits_move_the_record_and_the_base_of_their_keys_only() {
+    let (_d, s) = store();
+    let tag0 = link(&s);
+    commit(&s, dashboard(), vec![put("workflow", "dash", json!(1)), put("workflow", "gone", json!(1))]).unwrap();
+    // A dashboard commit leaves the record and base alone.
+    assert_eq!(s.project(P).unwrap().1, tag0);
+    let c = commit(&s, git_origin(), vec![put("workflow", "a", json!(1)), delete("workflow", "gone")]).unwrap();
+    let (p, tag1) = s.project(P).unwrap();
+    assert_ne!(tag1, tag0);
+    let rec = p.sync.unwrap();
+    assert_eq!((rec.commit.as_deref(), rec.seq, rec.git_commit.as_deref()), (Some(c.id.as_str()), 2, Some("abc")));
+    let (base, tag) = s.base(P).unwrap();
+    assert_eq!(tag, tag1);
+    assert_eq!(
+        base.entries,
+        [BaseEntry { kind: "workflow".into(), name: "a".into(), digest: digest_of("workflow", "a", json!(1)) }]
+    );
+}
+
+#[test]
+fn put_sync_follows_the_contract() {
+    let (_d, s) = store();
+    let c1 = commit(&s, dashboard(), vec![put("workflow", "a", json!(1))]).unwrap();
+    let c2 = commit(&s, dashboard(), vec![put("workflow", "b", json!(1))]).unwrap();
+    let da = digest_of("workflow", "a", json!(1));
+    let db = digest_of("workflow", "b", json!(1));
+    let req = |commit: Option<&str>, replace: bool, base: Value| {
+        serde_json::to_vec(&json!({"repository": "acme/defs", "ref": "refs/heads/main", "path": ".",
+            "direction": "bidirectional", "commit": commit, "git_commit": "g1", "replace_base": replace, "base": base}))
+        .unwrap()
+    };
+    // If-Match is required, and "none" matches only while there is no record.
+    let e = s.put_sync(P, None, &req(None, false, json!([]))).unwrap_err();
+    assert_eq!((e.status, e.code.as_str()), (412, "precondition_failed"));
+    assert_eq!(s.put_sync(P, Some("\"other\""), &req(None, false, json!([]))).unwrap_err().status, 412);
+    let (rec, t1) = s
+        .put_sync(
+            P,
+            Some("\"none\""),
+            &req(Some(&c2.id), false, json!([{"kind": "workflow", "name": "a", "digest": da}])),
+        )
+        .unwrap();
+    assert_eq!((rec.seq, rec.commit.as_deref(), rec.git_commit.as_deref()), (2, Some(c2.id.as_str()), Some("g1")));
+    assert_eq!(s.project(P).unwrap().1, t1);
+    assert_eq!(s.put_sync(P, Some("\"none\""), &req(None, false, json!([]))).unwrap_err().status, 412);
+
+    // The record never goes back.
+    let e = s.put_sync(P, Some(&t1.0), &req(Some(&c1.id), false, json!([]))).unwrap_err();
+    assert_eq!((e.status, e.code.as_str()), (409, "sync_regression"));
+    let e = s.put_sync(P, Some(&t1.0), &req(Some("c_nope"), false, json!([]))).unwrap_err();
+    assert_eq!((e.status, e.code.as_str()), (404, "not_found"));
+    let unknown = digest_of("workflow", "x", json!(0));
+    let e = s
+        .put_sync(P, Some(&t1.0), &req(None, false, json!([{"kind": "workflow", "name": "x", "digest": unknown}])))
+        .unwrap_err();
+    assert_eq!((e.status, e.code.as_str()), (422, "invalid"));
+    assert_eq!(e.extra["details"][0]["name"], "x");
+    assert_eq!(s.project(P).unwrap().1, t1, "refused requests change nothing");
+
+    // Absent commit keeps the record's; null removes a key; entries are applied per key.
+    let (rec, t2) = s
+        .put_sync(
+            P,
+            Some(&t1.0),
+            &req(
+                None,
+                false,
+                json!([{"kind": "workflow", "name": "b", "digest": db},
+                                                            {"kind": "workflow", "name": "a", "digest": null}]),
+            ),
+        )
+        .unwrap();
+    assert_ne!(t2, t1);
+    assert_eq!((rec.seq, rec.commit.as_deref()), (2, Some(c2.id.as_str())));
+    let names: Vec<String> = s.base(P).unwrap().0.entries.into_iter().map(|e| e.name).collect();
+    assert_eq!(names, ["b"]);
+    // replace_base empties the base first.
+    let (_, t3) =
+        s.put_sync(P, Some(&t2.0), &req(None, true, json!([{"kind": "workflow", "name": "a", "digest": da}]))).unwrap();
+    let (base, tag) = s.base(P).unwrap();
+    assert_eq!(tag, t3);
+    assert_eq!(base.entries.len(), 1);
+    assert_eq!(base.entries[0].name, "a");
+
+    let bad = br#"{"repository": "", "ref": "r", "path": ".", "direction": "bidirectional"}"#;
+    assert_eq!(s.put_sync(P, Some(&t3.0), bad).unwrap_err().code, "invalid");
+    let bad = br#"{"repository": "a", "ref": "r", "path": ".", "direction": "sideways"}"#;
+    assert_eq!(s.put_sync(P, Some(&t3.0), bad).unwrap_err().code, "invalid");
+}
+
+#[test]
+fn batch_get_limits() {
+    let (_d, s) = store();
+    let digests: Vec<Digest> = (0..1001).map(|i| digest_of("w", &i.to_string(), json!(i))).collect();
+    let e = s.batch_get(P, &serde_json::to_vec(&json!({"digests": digests})).unwrap()).unwrap_err();
+    assert_eq!((e.status, e.code.as_str()), (422, "invalid"));
+    let ok = s.batch_get(P, &serde_json::to_vec(&json!({"digests": &digests[..1000]})).unwrap()).unwrap();
+    assert_eq!(ok.missing.len(), 1000);
+    assert_eq!(s.batch_get(P, br#"{"digests": ["sha256:zz"]}"#).unwrap_err().code, "invalid");
+}
+
+#[test]
+fn stores_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let c = {
+        let s = Store::open(&path).unwrap();
+        s.put_project(P, "x").unwrap();
+        commit(&s, dashboard(), vec![put("workflow", "a", json!(1))]).unwrap()
+    };
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.project(P).unwrap().0.head, Some(c));
+}
+
+/// Large projects: a first commit of 10,000 puts, then a 1000-change commit on top, and the
+/// 10,000-entry manifest, each well under a second in release builds (generous in debug).
+#[test]
+fn large_commits_and_manifests_are_fast() {
+    let (_d, s) = store();
+    let budget = if cfg!(debug_assertions) { 8.0 } else { 1.0 };
+    let spec = |i: usize| json!({"steps": [{"id": i, "run": "notify", "with": {"channel": "#deals", "n": i}}]});
+    let started = std::time::Instant::now();
+    commit(&s, dashboard(), (0..10_000).map(|i| put("workflow", &format!("w-{i:05}"), spec(i))).collect()).unwrap();
+    let first = started.elapsed().as_secs_f64();
+    let started = std::time::Instant::now();
+    let c =
+        commit(&s, dashboard(), (0..1000).map(|i| put("workflow", &format!("w-{:05}", i * 7), spec(i + 1))).collect())
+            .unwrap();
+    let second = started.elapsed().as_secs_f64();
+    let started = std::time::Instant::now();
+    assert_eq!(s.manifest(P, &c.id).unwrap().entries.len(), 10_000);
+    let first_id = s.commits(P, 0, 1).unwrap().commits[0].id.clone();
+    assert_eq!(s.manifest(P, &first_id).unwrap().entries.len(), 10_000);
+    let manifests = started.elapsed().as_secs_f64();
+    assert!(first < budget && second < budget && manifests < budget, "{first:.2}s {second:.2}s {manifests:.2}s");
+}
