@@ -418,7 +418,10 @@ impl Repo {
             return Ok(PushOutcome::Pushed);
         }
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        if text.contains("non-fast-forward") || text.contains("[rejected]") || text.contains("fetch first") {
+        // "failed to update ref" / "cannot lock ref": another push won the race for the ref lock
+        // after this one was checked, which is the same lost race as a non-fast-forward.
+        let lost_race = ["non-fast-forward", "[rejected]", "fetch first", "failed to update ref", "cannot lock ref"];
+        if lost_race.iter().any(|m| text.contains(m)) {
             return Ok(PushOutcome::Rejected(text.trim().to_owned()));
         }
         Err(Error::Git(push_failure_hint(branch, &text)))

@@ -180,7 +180,8 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
 
     println!("\nDone. Try it yourself:");
     println!("  cd {}", work.display());
-    println!("  defsync status --platform {} --project {PROJECT} --path platform", store_path.display());
+    let exe = std::env::current_exe().map_or_else(|_| "defsync".into(), |p| p.display().to_string());
+    println!("  {exe} status --platform {} --project {PROJECT} --path platform", store_path.display());
     Ok(())
 }
 

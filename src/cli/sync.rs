@@ -133,6 +133,9 @@ pub fn repository_name(repo: &Repo, remote: &str) -> String {
 /// `owner/name` for GitHub URLs; otherwise the URL with any credentials removed.
 pub fn normalize_remote(url: &str) -> String {
     let github = ["https://github.com/", "http://github.com/", "ssh://git@github.com/", "git@github.com:"];
+    if let Some(path) = url.strip_prefix("file://") {
+        return path.to_owned(); // `file:///x` and `/x` are the same origin
+    }
     let stripped = strip_credentials(url);
     for prefix in github {
         if let Some(rest) = stripped.strip_prefix(prefix) {

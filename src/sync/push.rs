@@ -92,8 +92,17 @@ pub async fn push(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
             return Ok(report);
         }
 
-        let deferred: Vec<(Key, Option<Digest>, Option<Digest>)> =
-            plan.deferred().map(|(i, d)| (i.key.clone(), i.platform.clone(), d.clone())).collect();
+        // A push that prefers the platform would defer by setting the base to Git's digest, but
+        // the contract lets a base name only objects the platform holds, and the platform has
+        // never seen Git's version. So the key is left as it is on the platform (the preferred
+        // side) and reported as deferred; the next pull must prefer the platform too.
+        let deferred: Vec<(Key, Option<Digest>, Option<Digest>)> = Vec::new();
+        for (item, _) in plan.deferred() {
+            tracing::warn!(
+                "{} changed on both sides: the platform's version is kept there; run `defsync pull --on-conflict prefer-platform` to bring it into Git",
+                item.key
+            );
+        }
         if !changes.is_empty() {
             let origin = Origin {
                 kind: OriginType::Git,
@@ -116,7 +125,11 @@ pub async fn push(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
             check_link(req, &state, false)?;
             send_agreement(platform, req, &git_digests, state.clone(), &deferred, None, None).await?;
         }
-        report.status = if report.changes.is_empty() && deferred.is_empty() { Status::InSync } else { Status::Changed };
+        report.status = if report.changes.is_empty() && plan.deferred().next().is_none() {
+            Status::InSync
+        } else {
+            Status::Changed
+        };
         return Ok(report);
     }
     Err(Error::Other(anyhow::anyhow!(
