@@ -178,7 +178,41 @@ async fn sync_command(which: sync::Which, args: &SyncArgs) -> i32 {
         sync::Which::Status => "status",
         sync::Which::Link => "link",
     };
-    let report = match sync::run(which, args).await {
+    // In GitHub Actions: mask secrets before anything else is printed, and take the project and
+    // commit from the `workflow_dispatch` event when they are not given.
+    let runtime = crate::actions::Runtime::from_env();
+    let mut args = args.clone();
+    if let Some(rt) = &runtime {
+        let mut stderr = std::io::stderr();
+        let secrets = [
+            args.platform.api_key.clone(),
+            std::env::var("DEFSYNC_GITHUB_TOKEN").ok(),
+            std::env::var("GITHUB_TOKEN").ok(),
+        ];
+        for secret in secrets.iter().flatten() {
+            let _ = crate::actions::mask_to(&mut stderr, secret);
+        }
+        match rt.dispatch_inputs() {
+            Ok(inputs) => {
+                if args.platform.project.as_deref().is_none_or(str::is_empty) {
+                    args.platform.project = inputs.project_id;
+                }
+                if args.commit.as_deref().is_none_or(str::is_empty) {
+                    args.commit = inputs.commit_id;
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot read the workflow_dispatch event: {}", crate::output::data(&format!("{e:#}")))
+            }
+        }
+        let _ = crate::actions::group_start_to(&mut stderr, &format!("defsync {command}"));
+    }
+    let args = &args;
+    let result = sync::run(which, args).await;
+    if runtime.is_some() {
+        let _ = crate::actions::group_end_to(&mut std::io::stderr());
+    }
+    let report = match result {
         Ok(report) => report,
         Err(e) => {
             let mut report = crate::report::Report::new(command);
@@ -191,6 +225,11 @@ async fn sync_command(which: sync::Which, args: &SyncArgs) -> i32 {
     };
     if report.status != crate::report::Status::Error {
         eprint!("{}", crate::output::human(&report));
+    }
+    if let Some(rt) = &runtime
+        && let Err(e) = rt.finish_to(&mut std::io::stderr(), &report)
+    {
+        eprintln!("error: cannot write the step's outputs or summary: {}", crate::output::data(&format!("{e:#}")));
     }
     if args.json {
         match serde_json::to_string_pretty(&report) {
