@@ -198,7 +198,7 @@ pub fn parse_files(mut files: Vec<(String, Vec<u8>)>, prefix: &str) -> Scan {
 type Parsed = Result<(Definition, Digest), yaml::ParseError>;
 
 fn parse_one(text: &[u8]) -> Parsed {
-    let (definition, canonical) = yaml::parse_on_current_stack_with_canonical(text)?;
+    let (definition, canonical) = yaml::parse_with_canonical_on_big_stack(text)?;
     let digest = Digest::of_canonical(&canonical);
     Ok((definition, digest))
 }
@@ -242,10 +242,8 @@ fn parse_parallel(files: &[(String, Vec<u8>)]) -> Vec<Parsed> {
         .zip(files)
         .map(|(r, (_, text))| {
             r.unwrap_or_else(|| {
-                yaml::parse(text).map(|d| {
-                    let digest = d.digest();
-                    (d, digest)
-                })
+                let (definition, canonical) = yaml::parse_with_canonical(text)?;
+                Ok((definition, Digest::of_canonical(&canonical)))
             })
         })
         .collect()

@@ -38,8 +38,9 @@ impl ParseError {
 // Parsing
 // ---------------------------------------------------------------------------------------------
 
-/// The serde-saphyr configuration that implements the contract's reading rules.
-fn options() -> serde_saphyr::Options {
+/// The serde-saphyr configuration that implements the contract's reading rules, for specs
+/// nested at most `max_spec_depth` levels.
+fn options(max_spec_depth: usize) -> serde_saphyr::Options {
     // Budgets sized for files of at most `MAX_FILE_BYTES` whose canonical form must fit in
     // 1 MiB: every node costs at least a byte or two of canonical JSON, so anything that needs
     // more events than this could never be a valid definition. The alias limits are what stop
@@ -51,9 +52,10 @@ fn options() -> serde_saphyr::Options {
         max_anchors: 10_000,
         max_recorded_anchor_events: 500_000,
         max_recorded_anchor_bytes: 8 * 1024 * 1024,
-        // The top-level mapping plus `model::MAX_DEPTH + 1` levels of spec; the exact limit is
-        // then `Definition::validate`'s, this only protects the parser's and our stacks.
-        max_depth: MAX_DEPTH + 2,
+        // The top-level mapping plus `max_spec_depth + 1` levels of spec. It protects the
+        // parser's and our stacks; the exact limit is the visitors' and `validate`'s.
+        max_depth: max_spec_depth + 2,
+        // The parser itself does not recurse: its own limit can stay at the contract's.
         flow_nesting_limit: MAX_DEPTH + 2,
         max_documents: 2,
         max_nodes: 1_000_000,
@@ -68,7 +70,8 @@ fn options() -> serde_saphyr::Options {
         },
         // Comments are never used: do not capture them.
         emit_comments: false,
-        duplicate_keys: DuplicateKeyPolicy::Error,
+        // Duplicates reach the visitors, which refuse them (see `KeySeed::check`).
+        duplicate_keys: DuplicateKeyPolicy::PassThrough,
         // YAML 1.2 has no merge key. `<<` is an ordinary key, so a spec key spelled `<<` that a
         // platform sends survives a round trip through a file instead of silently merging.
         merge_keys: MergeKeyPolicy::AsOrdinary,
@@ -92,82 +95,88 @@ fn options() -> serde_saphyr::Options {
 
 /// Parses one definition file and checks it against contract part 1 (kind, name, spec).
 pub fn parse(text: &[u8]) -> Result<Definition, ParseError> {
-    if !may_nest_deeply(text) {
-        return parse_on_current_stack(text);
+    parse_with_canonical(text).map(|(definition, _)| definition)
+}
+
+/// [`parse`], with the canonical form that validation computed, so that callers do not
+/// serialise twice.
+pub(crate) fn parse_with_canonical(text: &[u8]) -> Result<(Definition, String), ParseError> {
+    match parse_limited(text, SHALLOW_DEPTH) {
+        Ok(parsed) => Ok(parsed),
+        Err(Failure::Invalid(error)) => Err(error),
+        // serde's recursive descent needs several KiB of stack per nesting level (tens of KiB
+        // in debug builds), more than a 2 MiB worker thread has at the depth the contract
+        // allows. The rare deep file is read again on a thread with room for it.
+        Err(Failure::TooDeep) => std::thread::scope(|scope| {
+            let parser = std::thread::Builder::new()
+                .name("defsync-yaml".into())
+                .stack_size(PARSE_STACK_BYTES)
+                .spawn_scoped(scope, || parse_with_canonical_on_big_stack(text))
+                .map_err(|e| ParseError::new(format!("cannot start a thread to read a deeply nested file: {e}")))?;
+            parser.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        }),
     }
-    // serde's recursive descent needs several KiB of stack per nesting level (tens of KiB in
-    // debug builds), more than a 2 MiB worker thread has at the depth the contract allows.
-    std::thread::scope(|scope| {
-        let parser = std::thread::Builder::new()
-            .name("defsync-yaml".into())
-            .stack_size(PARSE_STACK_BYTES)
-            .spawn_scoped(scope, || parse_on_current_stack(text))
-            .map_err(|e| ParseError::new(format!("cannot start a parser thread: {e}")))?;
-        parser.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// The stack that [`parse_with_canonical_on_big_stack`] needs for the deepest file the budgets
+/// let through, with a wide margin.
+pub(crate) const PARSE_STACK_BYTES: usize = 16 * 1024 * 1024;
+
+/// How deep a spec may nest in a first reading on any thread (2 MiB of stack is plenty).
+const SHALLOW_DEPTH: usize = 32;
+
+/// [`parse_with_canonical`] for a thread with at least [`PARSE_STACK_BYTES`] of stack.
+pub(crate) fn parse_with_canonical_on_big_stack(text: &[u8]) -> Result<(Definition, String), ParseError> {
+    parse_limited(text, MAX_DEPTH).map_err(|failure| match failure {
+        Failure::Invalid(error) => error,
+        Failure::TooDeep => unreachable!("the full depth is the contract's limit"),
     })
 }
 
-/// The stack [`parse_on_current_stack`] needs for the deepest file the budgets let through.
-pub(crate) const PARSE_STACK_BYTES: usize = 16 * 1024 * 1024;
-
-/// A cheap upper bound on how deep a file can nest, so that shallow files (nearly all) parse on
-/// the caller's thread. Block nesting needs indentation or a `-`, `?` or `:` on the line; flow
-/// nesting needs brackets; aliases need anchors.
-fn may_nest_deeply(text: &[u8]) -> bool {
-    const SHALLOW: usize = 40;
-    if text.contains(&b'&') && text.contains(&b'*') {
-        return true;
-    }
-    let mut brackets = 0;
-    for line in text.split(|b| *b == b'\n') {
-        let indent = line.iter().take_while(|b| **b == b' ').count();
-        let mut indicators = 0;
-        for b in line {
-            match b {
-                b'[' | b'{' => brackets += 1,
-                b'-' | b'?' | b':' => indicators += 1,
-                _ => {}
-            }
-        }
-        if 2 * indent + 2 + indicators + brackets > SHALLOW {
-            return true;
-        }
-    }
-    false
+enum Failure {
+    Invalid(ParseError),
+    /// Nested deeper than this reading allowed, but maybe not deeper than the contract does.
+    TooDeep,
 }
 
-fn parse_on_current_stack(text: &[u8]) -> Result<Definition, ParseError> {
-    parse_on_current_stack_with_canonical(text).map(|(definition, _)| definition)
+impl From<ParseError> for Failure {
+    fn from(error: ParseError) -> Self {
+        Failure::Invalid(error)
+    }
 }
 
-/// [`parse`] on a thread that has at least [`PARSE_STACK_BYTES`] of stack, with the canonical
-/// form that validation computed, so that callers do not serialise twice.
-pub(crate) fn parse_on_current_stack_with_canonical(text: &[u8]) -> Result<(Definition, String), ParseError> {
+/// Reads a file whose spec nests at most `max_spec_depth` levels; deeper is [`Failure::TooDeep`]
+/// unless that is the contract's own limit.
+fn parse_limited(text: &[u8], max_spec_depth: usize) -> Result<(Definition, String), Failure> {
     if text.len() > MAX_FILE_BYTES {
         return Err(ParseError::new(format!(
             "the file is {} bytes; a definition file may be at most {} MiB: move large content elsewhere",
             text.len(),
             MAX_FILE_BYTES / (1024 * 1024)
-        )));
+        ))
+        .into());
     }
     let text = std::str::from_utf8(text).map_err(|e| {
         let (line, column) = line_column(&text[..e.valid_up_to()]);
         ParseError::at(line, column, "the file is not valid UTF-8: save it as UTF-8")
     })?;
 
-    let ctx = Ctx::default();
-    let parsed = serde_saphyr::with_deserializer_from_str_with_options(text, options(), |d| {
+    let ctx = Ctx { max_depth: max_spec_depth, ..Ctx::default() };
+    let parsed = serde_saphyr::with_deserializer_from_str_with_options(text, options(max_spec_depth), |d| {
         DocumentSeed { ctx: &ctx }.deserialize(d)
     });
     let (kind, name, spec) = parsed.map_err(|e| {
+        if max_spec_depth < MAX_DEPTH && (ctx.too_deep.get() || is_depth_breach(&e)) {
+            return Failure::TooDeep;
+        }
         if matches!(e.without_snippet(), serde_saphyr::Error::Eof { .. }) && is_blank(text) {
-            return ParseError::new(format!("the file is empty: {TOP_LEVEL_SHAPE}"));
+            return ParseError::new(format!("the file is empty: {TOP_LEVEL_SHAPE}")).into();
         }
         let mut error = from_saphyr(e);
         if error.line.is_none() && ctx.root_not_a_mapping.get() {
             (error.line, error.column) = first_content(text);
         }
-        error
+        error.into()
     })?;
 
     if ctx.recheck.get() || needs_recheck(text.as_bytes()) {
@@ -177,6 +186,13 @@ pub(crate) fn parse_on_current_stack_with_canonical(text: &[u8]) -> Result<(Defi
     let definition = Definition { kind, name, spec: spec.unwrap_or(Value::Null) };
     let canonical = definition.validate().map_err(ParseError::new)?;
     Ok((definition, canonical))
+}
+
+fn is_depth_breach(mut err: &serde_saphyr::Error) -> bool {
+    while let serde_saphyr::Error::AliasError { error, .. } | serde_saphyr::Error::WithSnippet { error, .. } = err {
+        err = error;
+    }
+    matches!(err, serde_saphyr::Error::Budget { breach: serde_saphyr::budget::BudgetBreach::Depth { .. }, .. })
 }
 
 /// True when the text holds no YAML node, only blank lines and comments.
@@ -277,18 +293,26 @@ struct Ctx {
     recheck: Cell<bool>,
     /// The top-level node is not a mapping; serde-saphyr gives no location for that.
     root_not_a_mapping: Cell<bool>,
+    /// How deep the spec may nest in this reading.
+    max_depth: usize,
+    /// The spec nests deeper than `max_depth`.
+    too_deep: Cell<bool>,
 }
 
 /// True when the raw text holds something that the value visitors cannot judge on their own:
 /// a tag (`!`), or a number spelling that YAML 1.1 and serde-saphyr read as an integer but the
 /// YAML 1.2 core schema reads as a string (`0b101`, `+0x1F`, `-0o17`).
 fn needs_recheck(bytes: &[u8]) -> bool {
-    bytes.windows(3).any(|w| {
-        w[0] == b'!'
-            || w[1] == b'!'
-            || (w[0] == b'0' && matches!(w[1], b'b' | b'B') && matches!(w[2], b'0' | b'1'))
-            || (matches!(w[0], b'+' | b'-') && w[1] == b'0' && matches!(w[2], b'x' | b'X' | b'o' | b'O'))
-    }) || bytes.last() == Some(&b'!')
+    // A tag starts a node: at the start of a line, after white space, or after `[`, `{`, `,`.
+    let tag =
+        |before: Option<&u8>| before.is_none_or(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b'[' | b'{' | b','));
+    bytes.iter().enumerate().any(|(i, b)| {
+        *b == b'!' && tag(i.checked_sub(1).map(|j| &bytes[j]))
+            || *b == b'0' && matches!(bytes.get(i + 1), Some(b'b' | b'B' | b'X' | b'O'))
+            || matches!(b, b'+' | b'-')
+                && bytes.get(i + 1) == Some(&b'0')
+                && matches!(bytes.get(i + 2), Some(b'x' | b'X' | b'o' | b'O'))
+    })
 }
 
 /// A second, event-level pass for the rare files that need it. serde-saphyr resolves scalars
@@ -395,14 +419,17 @@ fn shown(s: &str) -> String {
 }
 
 /// Reads a sequence to its end, so that a syntax error inside it (`[unclosed`) is what gets
-/// reported rather than the shape of the half-read value.
-fn drain_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
-    while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+/// reported rather than the shape of the half-read value. Values are read as spec values, whose
+/// depth is checked even through aliases.
+fn drain_seq<'de, A: SeqAccess<'de>>(ctx: &Ctx, mut seq: A) -> Result<(), A::Error> {
+    while seq.next_element_seed(ValueSeed { ctx, depth: 1 })?.is_some() {}
     Ok(())
 }
 
-fn drain_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
-    while map.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+fn drain_map<'de, A: MapAccess<'de>>(ctx: &Ctx, mut map: A) -> Result<(), A::Error> {
+    while map.next_key_seed(KeySeed { top_level: false, taken: &|_| false })?.is_some() {
+        map.next_value_seed(ValueSeed { ctx, depth: 1 })?;
+    }
     Ok(())
 }
 
@@ -442,10 +469,17 @@ impl<'de> Visitor<'de> for DocumentVisitor<'_> {
         let (mut kind, mut name, mut spec) = (None, None, None);
         // Keys are checked inside their seed: serde-saphyr attaches the key's location to
         // errors raised there, but not to errors raised here, between key and value.
-        while let Some(key) = map.next_key_seed(KeySeed { top_level: true, taken: None })? {
+        while let Some(key) = map.next_key_seed(KeySeed {
+            top_level: true,
+            taken: &|k| match k {
+                "kind" => kind.is_some(),
+                "name" => name.is_some(),
+                _ => spec.is_some(),
+            },
+        })? {
             match key.as_str() {
-                "kind" => kind = Some(map.next_value_seed(FieldSeed { field: Field::Kind })?),
-                "name" => name = Some(map.next_value_seed(FieldSeed { field: Field::Name })?),
+                "kind" => kind = Some(map.next_value_seed(FieldSeed { ctx: self.ctx, field: Field::Kind })?),
+                "name" => name = Some(map.next_value_seed(FieldSeed { ctx: self.ctx, field: Field::Name })?),
                 _ => spec = Some(map.next_value_seed(ValueSeed { ctx: self.ctx, depth: 0 })?),
             }
         }
@@ -465,7 +499,7 @@ impl<'de> Visitor<'de> for DocumentVisitor<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        drain_seq(seq)?;
+        drain_seq(self.ctx, seq)?;
         self.ctx.root_not_a_mapping.set(true);
         Err(Self::not_a_mapping("a sequence"))
     }
@@ -512,11 +546,12 @@ impl Field {
 }
 
 /// `kind` or `name`: a string, checked here so that the error carries the value's location.
-struct FieldSeed {
+struct FieldSeed<'a> {
+    ctx: &'a Ctx,
     field: Field,
 }
 
-impl<'de> DeserializeSeed<'de> for FieldSeed {
+impl<'de> DeserializeSeed<'de> for FieldSeed<'_> {
     type Value = String;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
@@ -524,14 +559,14 @@ impl<'de> DeserializeSeed<'de> for FieldSeed {
     }
 }
 
-impl FieldSeed {
+impl FieldSeed<'_> {
     fn not_a_string<E: de::Error>(self, what: &str) -> E {
         let field = self.field.as_str();
         E::custom(format!("`{field}` must be a string, not {what}: put the value in quotes (`{field}: 'value'`)"))
     }
 }
 
-impl<'de> Visitor<'de> for FieldSeed {
+impl<'de> Visitor<'de> for FieldSeed<'_> {
     type Value = String;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -576,12 +611,12 @@ impl<'de> Visitor<'de> for FieldSeed {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<String, A::Error> {
-        drain_seq(seq)?;
+        drain_seq(self.ctx, seq)?;
         Err(self.not_a_string("a sequence"))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<String, A::Error> {
-        drain_map(map)?;
+        drain_map(self.ctx, map)?;
         Err(self.not_a_string("a mapping"))
     }
 }
@@ -590,8 +625,8 @@ impl<'de> Visitor<'de> for FieldSeed {
 struct KeySeed<'a> {
     /// The file's top-level mapping, which allows only `kind`, `name` and `spec`.
     top_level: bool,
-    /// The keys already read in this mapping.
-    taken: Option<&'a Map<String, Value>>,
+    /// Whether a key was already read in this mapping.
+    taken: &'a dyn Fn(&str) -> bool,
 }
 
 impl KeySeed<'_> {
@@ -606,11 +641,11 @@ impl KeySeed<'_> {
                 shown(&key)
             )));
         }
-        if self.taken.is_some_and(|m| m.contains_key(&key)) {
-            // serde-saphyr already refuses literal duplicates; this catches keys that collide
-            // only once integers become strings (`31:` and `0x1F:`).
+        if (self.taken)(&key) {
+            // serde-saphyr passes duplicates through (checking them here is cheaper, and also
+            // catches keys that collide only once integers become strings: `31:` and `0x1F:`).
             return Err(E::custom(format!(
-                "duplicate key `{}` (integer keys count by their decimal value): every key may appear only once in a mapping; remove or rename one",
+                "duplicate key `{}`: every key may appear only once in a mapping (integer keys count by their decimal value); remove or rename one",
                 shown(&key)
             )));
         }
@@ -693,7 +728,10 @@ impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
         // The same rule as `model::validate_spec`, checked early to stop deep input cheaply.
-        if self.depth > MAX_DEPTH {
+        // The same rule as `model::validate_spec`. Checked here too, because aliases replay
+        // nodes without the parser's depth budget seeing them.
+        if self.depth > self.ctx.max_depth {
+            self.ctx.too_deep.set(true);
             return Err(de::Error::custom(format!("spec is nested more than {MAX_DEPTH} levels deep: flatten it")));
         }
         d.deserialize_any(self)
@@ -706,12 +744,13 @@ impl ValueSeed<'_> {
     }
 }
 
-/// Could this string be the leftover of a number serde-saphyr could not hold (a hex literal
-/// beyond 64 bits becomes a string)? Quoted number-like strings land here too; they only cost
-/// a recheck.
-fn looks_numeric(s: &str) -> bool {
-    let s = s.strip_prefix(['-', '+']).unwrap_or(s);
-    s.as_bytes().first().is_some_and(u8::is_ascii_digit)
+/// Could this string be the leftover of a number serde-saphyr could not hold? A hex or octal
+/// literal beyond 64 bits becomes a string (a decimal one becomes a float). Quoted strings of
+/// that form land here too; they only cost a recheck.
+fn looks_like_radix_int(s: &str) -> bool {
+    let digits = |rest: &str, radix: u32| !rest.is_empty() && rest.chars().all(|c| c.is_digit(radix));
+    s.strip_prefix("0x").is_some_and(|rest| digits(rest, 16))
+        || s.strip_prefix("0o").is_some_and(|rest| digits(rest, 8))
 }
 
 impl<'de> Visitor<'de> for ValueSeed<'_> {
@@ -763,7 +802,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
     }
 
     fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
-        if looks_numeric(&v) {
+        if looks_like_radix_int(&v) {
             self.ctx.recheck.set(true);
         }
         Ok(Value::String(v))
@@ -795,8 +834,8 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut object = Map::new();
-        while let Some(key) = map.next_key_seed(KeySeed { top_level: false, taken: Some(&object) })? {
-            if looks_numeric(&key) {
+        while let Some(key) = map.next_key_seed(KeySeed { top_level: false, taken: &|k| object.contains_key(k) })? {
+            if looks_like_radix_int(&key) {
                 self.ctx.recheck.set(true);
             }
             let value = map.next_value_seed(self.child())?;
@@ -1184,5 +1223,12 @@ mod tests {
         assert!(parse(ok.as_bytes()).is_ok());
         let too_deep = format!("kind: a\nname: b\nspec: {}1{}\n", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
         assert!(parse(too_deep.as_bytes()).is_err());
+        // Aliases nest without the parser's depth budget seeing it.
+        let mut chain = String::from("kind: a\nname: b\nspec:\n  x0: &x0 [[[[[[[[[[1]]]]]]]]]]\n");
+        for i in 1..16 {
+            chain.push_str(&format!("  x{i}: &x{i} [[[[[[[[[[*x{}]]]]]]]]]]\n", i - 1));
+        }
+        let e = parse(chain.as_bytes()).unwrap_err();
+        assert!(e.message.contains("nested more than"), "{e:?}");
     }
 }

@@ -102,6 +102,8 @@ fn error_messages_say_what_to_do() {
     assert!(msg("kind: workflow\n").contains("`name` is missing"));
     assert!(msg("kind: a\nname: x\n---\nkind: a\nname: y\n").contains("more than one YAML document"));
     assert!(msg("- a\n").contains("not a mapping"));
+    assert!(msg("kind: a\nkind: b\nname: x\n").contains("duplicate key `kind`"));
+    assert!(msg("kind: a\nname: x\nspec:\n  31: a\n  0x1F: b\n").contains("duplicate key `31`"));
     // A value that might be a secret is never echoed back.
     let m = msg("kind: a\nname: x\nspec:\n  token: !secret hunter2\n");
     assert!(!m.contains("hunter2"), "{m}");
