@@ -310,8 +310,9 @@ fn clip(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
 /// The step outputs for a report, in [`OUTPUTS`] order.
 pub fn outputs(report: &Report) -> Vec<(&'static str, String)> {
     let count = |op: Op| (report.count(Side::Git, op) + report.count(Side::Platform, op)).to_string();
-    // A dry run or `status` lists what it would change, but changed nothing.
-    let changed = report.status != Status::DryRun && report.command != "status" && !report.changes.is_empty();
+    // Only a run that applied its plan changed anything: a dry run, `status`, or a run stopped
+    // by conflicts or invalid files lists changes it did not make.
+    let changed = report.status == Status::Changed && !report.changes.is_empty();
     vec![
         ("status", report.status.as_str().to_owned()),
         ("changed", changed.to_string()),
@@ -351,7 +352,10 @@ pub fn report_json(report: &Report) -> String {
         "platform_commit": report.platform_commit,
         "requested_commit": report.requested_commit,
         "git_commit": report.git_commit,
-        "error": report.error,
+        "error": report.error.as_ref().map(|e| serde_json::json!({
+            "message": clip(&e.message, 10_000),
+            "exit_code": e.exit_code,
+        })),
         "truncated": true,
         "counts": {
             "git": {"add": count(Side::Git, Op::Add), "update": count(Side::Git, Op::Update), "delete": count(Side::Git, Op::Delete)},
@@ -472,7 +476,8 @@ impl Budget {
 pub fn summary(report: &Report, run_url: Option<&str>, limit: usize) -> String {
     let footer = run_url.map(|u| format!("\n[View this workflow run]({u})\n")).unwrap_or_default();
     let mut b = Budget { md: String::new(), limit: limit.saturating_sub(footer.len()) };
-    let dry = report.status == Status::DryRun || report.command == "status";
+    // Changes are listed as made only when the run applied them.
+    let dry = report.status != Status::Changed;
 
     let icon = match report.status {
         Status::InSync => "✅",
@@ -695,7 +700,7 @@ fn line_diff(old: &str, new: &str) -> String {
 
     let mut out = String::from("--- git\n+++ platform\n");
     if skipped_before > 0 {
-        let _ = writeln!(out, "@@ {skipped_before} unchanged lines @@");
+        let _ = writeln!(out, "@@ {} @@", lines_word(skipped_before));
     }
     for (mark, line) in ops.iter().take(DIFF_MAX_LINES) {
         let _ = writeln!(out, "{mark}{}", clip(line, DIFF_MAX_LINE_CHARS));
@@ -704,9 +709,13 @@ fn line_diff(old: &str, new: &str) -> String {
         let _ = writeln!(out, "… {} more diff lines", ops.len() - DIFF_MAX_LINES);
     }
     if suffix > 3 {
-        let _ = writeln!(out, "@@ {} unchanged lines @@", suffix - 3);
+        let _ = writeln!(out, "@@ {} @@", lines_word(suffix - 3));
     }
     out
+}
+
+fn lines_word(n: usize) -> String {
+    if n == 1 { "1 unchanged line".into() } else { format!("{n} unchanged lines") }
 }
 
 fn lcs_diff<'a>(a: &[&'a str], b: &[&'a str]) -> Vec<(char, &'a str)> {
@@ -813,7 +822,7 @@ mod tests {
     #[test]
     fn diffs_show_what_changed_with_context() {
         let d = line_diff("a\nb\nc\nd\ne\nf\ng\n", "a\nb\nc\nd\nE\nf\ng\n");
-        assert_eq!(d, "--- git\n+++ platform\n@@ 1 unchanged lines @@\n b\n c\n d\n-e\n+E\n f\n g\n");
+        assert_eq!(d, "--- git\n+++ platform\n@@ 1 unchanged line @@\n b\n c\n d\n-e\n+E\n f\n g\n");
     }
 
     #[test]
