@@ -351,20 +351,34 @@ pub fn scan_commit(repo: &Repo, treeish: &str, req: &Request, cache: &mut BlobCa
 
     // Parse only blobs not seen before.
     let mut todo: Vec<(&str, &str)> = Vec::new();
+    let mut queued = std::collections::HashSet::new();
     for path in &selection.files {
         let oid = &oids[path];
-        if !cache.contains_key(oid) && !todo.iter().any(|(_, o)| *o == oid.as_str()) {
+        if !cache.contains_key(oid) && queued.insert(oid.as_str()) {
             todo.push((path.as_str(), oid.as_str()));
         }
     }
-    for chunk in todo.chunks(2048) {
+    // Chunks bound the memory held at once; each is parsed in parallel.
+    for chunk in todo.chunks(4096) {
         let blobs = repo.read_blobs(&chunk.iter().map(|(_, o)| *o).collect::<Vec<_>>())?;
-        for ((path, oid), blob) in chunk.iter().zip(blobs) {
-            let parsed = scan::parse_files(vec![((*path).to_owned(), blob)], req.prefix());
-            match parsed.files.into_iter().next() {
-                Some((key, file)) => cache.insert((*oid).to_owned(), Ok((key, file.digest))),
-                None => cache.insert((*oid).to_owned(), Err(())),
-            };
+        let parsed = scan::parse_files(chunk.iter().map(|(p, _)| (*p).to_owned()).zip(blobs).collect(), req.prefix());
+        let found: HashMap<&str, (&Key, &Digest)> =
+            parsed.files.iter().map(|(k, f)| (f.path.as_str(), (k, &f.digest))).collect();
+        let mut unsure = Vec::new();
+        for (path, oid) in chunk {
+            match found.get(path) {
+                Some((key, digest)) => {
+                    cache.insert((*oid).to_owned(), Ok(((*key).clone(), (*digest).clone())));
+                }
+                // A bad file, or a good one that shares its key with another file of the chunk.
+                None => unsure.push(*oid),
+            }
+        }
+        if !unsure.is_empty() {
+            for (oid, blob) in unsure.iter().zip(repo.read_blobs(&unsure)?) {
+                let entry = crate::yaml::parse(&blob).map(|d| (d.key(), d.digest())).map_err(drop);
+                cache.insert((*oid).to_owned(), entry);
+            }
         }
     }
 
