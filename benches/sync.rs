@@ -131,7 +131,11 @@ fn record(n: usize, measure: &str, platform: &str, run: &Run) {
         wall_ms: run.wall_ms,
         requests: stats["http_requests"].as_u64(),
         rss_kib: stats["peak_rss_kib"].as_u64(),
-        notes: format!("status {}, {} changes", run.report["status"], run.report["changes"].as_array().map_or(0, Vec::len)),
+        notes: format!(
+            "status {}, {} changes",
+            run.report["status"],
+            run.report["changes"].as_array().map_or(0, Vec::len)
+        ),
     });
 }
 
@@ -176,10 +180,20 @@ fn bench(n: usize) {
     let t = Instant::now();
     dashboard_commit(
         &store,
-        (0..n).map(|i| Change::Put { kind: "workflow".into(), name: format!("flow-{i:06}"), spec: spec(i, 1) }).collect(),
+        (0..n)
+            .map(|i| Change::Put { kind: "workflow".into(), name: format!("flow-{i:06}"), spec: spec(i, 1) })
+            .collect(),
     );
     let setup_ms = t.elapsed().as_secs_f64() * 1000.0;
-    row(Row { n, measure: "platform setup (dashboard commits)", platform: "store", wall_ms: setup_ms, requests: None, rss_kib: None, notes: String::new() });
+    row(Row {
+        n,
+        measure: "platform setup (dashboard commits)",
+        platform: "store",
+        wall_ms: setup_ms,
+        requests: None,
+        rss_kib: None,
+        notes: String::new(),
+    });
 
     let origin = root.join("origin.git");
     let work: PathBuf = root.join("work");
@@ -234,7 +248,13 @@ fn bench(n: usize) {
         let label = if platform == embedded { "embedded" } else { "serve" };
         dashboard_commit(
             &store,
-            (0..k).map(|i| Change::Put { kind: "workflow".into(), name: format!("flow-{:06}", i * 100), spec: spec(i * 100, round) }).collect(),
+            (0..k)
+                .map(|i| Change::Put {
+                    kind: "workflow".into(),
+                    name: format!("flow-{:06}", i * 100),
+                    spec: spec(i * 100, round),
+                })
+                .collect(),
         );
         let r = defsync(&work, &gitconfig, platform, &["pull"]);
         record(n, &format!("pull of {k} changes (1%)"), label, &r);

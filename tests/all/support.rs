@@ -45,7 +45,15 @@ impl Run {
             .as_array()
             .expect("changes")
             .iter()
-            .map(|c| format!("{} {} {}/{}", c["side"].as_str().unwrap(), c["op"].as_str().unwrap(), c["kind"].as_str().unwrap(), c["name"].as_str().unwrap()))
+            .map(|c| {
+                format!(
+                    "{} {} {}/{}",
+                    c["side"].as_str().unwrap(),
+                    c["op"].as_str().unwrap(),
+                    c["kind"].as_str().unwrap(),
+                    c["name"].as_str().unwrap()
+                )
+            })
             .collect();
         v.sort();
         v
@@ -197,11 +205,8 @@ impl Env {
 
     /// The files below the sync root, relative to the repository root, sorted.
     pub fn files(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .git(&["ls-tree", "-r", "--name-only", "HEAD", "--", &self.path])
-            .lines()
-            .map(str::to_owned)
-            .collect();
+        let mut out: Vec<String> =
+            self.git(&["ls-tree", "-r", "--name-only", "HEAD", "--", &self.path]).lines().map(str::to_owned).collect();
         out.sort();
         out
     }
