@@ -384,3 +384,36 @@ fn large_commits_and_manifests_are_fast() {
     let manifests = started.elapsed().as_secs_f64();
     assert!(first < budget && second < budget && manifests < budget, "{first:.2}s {second:.2}s {manifests:.2}s");
 }
+
+/// The scale the schema is designed for: 100,000 definitions. Ignored by default (it takes a
+/// while in debug builds); run with `cargo test --release --lib store -- --ignored`.
+#[test]
+#[ignore]
+fn a_hundred_thousand_definitions() {
+    let (_d, s) = store();
+    let spec = |i: usize| json!({"steps": [{"id": i, "run": "notify", "with": {"channel": "#deals", "n": i}}]});
+    let t = std::time::Instant::now();
+    for chunk in 0..10 {
+        let changes = (0..10_000).map(|i| put("workflow", &format!("w-{:06}", chunk * 10_000 + i), spec(i))).collect();
+        commit(&s, dashboard(), changes).unwrap();
+    }
+    let setup = t.elapsed();
+    let t = std::time::Instant::now();
+    let c =
+        commit(&s, dashboard(), (0..1000).map(|i| put("workflow", &format!("w-{:06}", i * 97), spec(i + 1))).collect())
+            .unwrap();
+    let change = t.elapsed();
+    let t = std::time::Instant::now();
+    assert_eq!(s.manifest(P, &c.id).unwrap().entries.len(), 100_000);
+    let head_manifest = t.elapsed();
+    let t = std::time::Instant::now();
+    let tenth = s.commits(P, 9, 1).unwrap().commits[0].id.clone();
+    assert_eq!(s.manifest(P, &tenth).unwrap().entries.len(), 100_000);
+    let old_manifest = t.elapsed();
+    eprintln!(
+        "setup {setup:?}, 1000-change commit {change:?}, head manifest {head_manifest:?}, old manifest {old_manifest:?}"
+    );
+    if !cfg!(debug_assertions) {
+        assert!(change.as_secs_f64() < 1.0 && head_manifest.as_secs_f64() < 1.0 && old_manifest.as_secs_f64() < 1.0);
+    }
+}
