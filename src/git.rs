@@ -427,6 +427,15 @@ impl Repo {
         Err(Error::Git(push_failure_hint(branch, &text)))
     }
 
+    /// Points `refs/heads/<branch>` on `remote` at `commit`, replacing what was there. Only for
+    /// branches that belong to defsync (the pull-request branch).
+    pub fn push_branch_force(&self, remote: &str, commit: &str, branch: &str) -> Result<()> {
+        let refspec = format!("+{commit}:refs/heads/{branch}");
+        self.run(["push", "--quiet", remote, &refspec])
+            .map(drop)
+            .map_err(|e| Error::Git(push_failure_hint(branch, &e.to_string())))
+    }
+
     /// The subject and trailers of a commit, for reports.
     pub fn commit_message(&self, commit: &str) -> Result<String> {
         self.run(["log", "-1", "--format=%B", commit])

@@ -124,6 +124,16 @@ pub struct Report {
     pub path: Option<String>,
     /// What the run cost, for people chasing slow runs and for the benchmark.
     pub stats: Option<Stats>,
+    /// Pull-request delivery: the pull request opened or updated (or closed, when `state` says).
+    pub pull_request: Option<PullRequestRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PullRequestRef {
+    pub number: u64,
+    pub url: Option<String>,
+    /// `opened`, `updated` or `closed`.
+    pub state: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -161,6 +171,7 @@ impl Report {
             git_ref: None,
             path: None,
             stats: None,
+            pull_request: None,
         }
     }
 

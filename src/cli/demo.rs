@@ -109,6 +109,11 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         author: None,
         committer: None,
         run_url: None,
+        delivery: Default::default(),
+        commit_via: Default::default(),
+        pr_branch: crate::github::default_pr_branch(PROJECT),
+        pr_labels: Vec::new(),
+        github: None,
     };
 
     step(3, "First pull: the project has no link yet, so the run links it and writes every definition");

@@ -81,6 +81,10 @@ pub enum OnConflict {
     PreferGit,
     /// Keep the platform's version of conflicting keys.
     PreferPlatform,
+    /// Pull with pull-request delivery only (its default): put the platform's version of each
+    /// conflicting key on the pull-request branch, explained in its body; nothing on the target
+    /// branch is overwritten.
+    PullRequest,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -99,9 +103,10 @@ pub struct SyncArgs {
     /// The direction of the link.
     #[arg(long, env = "DEFSYNC_DIRECTION", value_enum, default_value = "bidirectional")]
     pub direction: DirectionArg,
-    /// What to do with keys changed on both sides.
-    #[arg(long, env = "DEFSYNC_ON_CONFLICT", value_enum, default_value = "fail")]
-    pub on_conflict: OnConflict,
+    /// What to do with keys changed on both sides [default: fail, or pull-request with
+    /// pull-request delivery].
+    #[arg(long, env = "DEFSYNC_ON_CONFLICT", value_enum)]
+    pub on_conflict: Option<OnConflict>,
     /// Plan and report, write nothing.
     #[arg(long, env = "DEFSYNC_DRY_RUN")]
     pub dry_run: bool,
@@ -114,6 +119,25 @@ pub struct SyncArgs {
     /// The Git remote to fetch from and push to.
     #[arg(long, env = "DEFSYNC_REMOTE", default_value = "origin")]
     pub remote: String,
+    /// Pull only: deliver onto the branch (commit) or through a pull request.
+    #[arg(long, env = "DEFSYNC_DELIVERY", value_enum, default_value = "commit")]
+    pub delivery: crate::github::Delivery,
+    /// Pull only: make the commit with local git and push it, or through GitHub's API (signed
+    /// by GitHub, as some branch rules require).
+    #[arg(long, env = "DEFSYNC_COMMIT_VIA", value_enum, default_value = "git")]
+    pub commit_via: crate::github::CommitVia,
+    /// Pull-request delivery: defsync's branch [default: defsync/<project>].
+    #[arg(long, env = "DEFSYNC_PR_BRANCH")]
+    pub pr_branch: Option<String>,
+    /// Pull-request delivery: labels to add, comma-separated.
+    #[arg(long, env = "DEFSYNC_PR_LABELS", value_delimiter = ',')]
+    pub pr_labels: Vec<String>,
+    /// A GitHub token, for deliveries through GitHub's API.
+    #[arg(long, env = "DEFSYNC_GITHUB_TOKEN", hide_env_values = true, hide = true)]
+    pub github_token: Option<String>,
+    /// GitHub's API root (GitHub Enterprise Server: https://HOST/api/v3).
+    #[arg(long, env = "GITHUB_API_URL", default_value = crate::github::DEFAULT_API_URL)]
+    pub github_api_url: String,
     /// Commit author for pull commits, as "Name <email>".
     #[arg(long, env = "DEFSYNC_AUTHOR")]
     pub author: Option<String>,

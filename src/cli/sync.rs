@@ -82,7 +82,7 @@ fn request(which: Which, args: &SyncArgs, repo: &Repo) -> Result<Request> {
         tracing::debug!("--commit only applies to pull; ignored");
     }
     Ok(Request {
-        project,
+        project: project.clone(),
         path,
         branch,
         remote: args.remote.clone(),
@@ -92,17 +92,44 @@ fn request(which: Which, args: &SyncArgs, repo: &Repo) -> Result<Request> {
             DirectionArg::GitToPlatform => Direction::GitToPlatform,
             DirectionArg::PlatformToGit => Direction::PlatformToGit,
         },
-        prefer: match args.on_conflict {
-            OnConflict::Fail => Preference::Fail,
-            OnConflict::PreferGit => Preference::Git,
-            OnConflict::PreferPlatform => Preference::Platform,
-        },
+        prefer: preference(which, args)?,
         dry_run: args.dry_run,
         no_push: args.no_push,
         requested_commit: if which == Which::Pull { args.commit.clone().filter(|c| !c.is_empty()) } else { None },
         author: identity(&args.author)?,
         committer: identity(&args.committer)?,
         run_url: run_url(),
+        delivery: args.delivery,
+        commit_via: args.commit_via,
+        pr_branch: args
+            .pr_branch
+            .clone()
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| crate::github::default_pr_branch(&project)),
+        pr_labels: args.pr_labels.iter().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()).collect(),
+        github: args
+            .github_token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map(|t| crate::github::GitHubOptions::new(t, args.github_api_url.clone())),
+    })
+}
+
+/// `--on-conflict`, whose default depends on the delivery.
+fn preference(which: Which, args: &SyncArgs) -> Result<Preference> {
+    let pr = which == Which::Pull && args.delivery == crate::github::Delivery::PullRequest;
+    Ok(match (args.on_conflict, pr) {
+        // On a pull-request branch the platform's version overwrites nothing on the target
+        // branch, and both versions stay visible in the pull request.
+        (None | Some(OnConflict::PullRequest), true) => Preference::Platform,
+        (None | Some(OnConflict::Fail), _) => Preference::Fail,
+        (Some(OnConflict::PullRequest), false) => {
+            return Err(Error::Config(
+                "--on-conflict pull-request goes with pull --delivery pull-request; use fail, prefer-git or prefer-platform".into(),
+            ));
+        }
+        (Some(OnConflict::PreferGit), _) => Preference::Git,
+        (Some(OnConflict::PreferPlatform), _) => Preference::Platform,
     })
 }
 

@@ -49,6 +49,15 @@ pub struct Request {
     pub author: Option<Identity>,
     pub committer: Option<Identity>,
     pub run_url: Option<String>,
+    /// Pull only: onto the branch, or through a pull request.
+    pub delivery: crate::github::Delivery,
+    /// Pull only: commit with local git and `git push`, or through GitHub's API.
+    pub commit_via: crate::github::CommitVia,
+    /// Pull-request delivery: defsync's branch, and labels for the pull request.
+    pub pr_branch: String,
+    pub pr_labels: Vec<String>,
+    /// How to reach GitHub's API (token and URL), when a delivery needs it.
+    pub github: Option<crate::github::GitHubOptions>,
 }
 
 impl Request {

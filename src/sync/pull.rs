@@ -4,8 +4,10 @@ use std::collections::HashMap;
 
 use super::*;
 use crate::git::{PushOutcome, TreeEdit};
+use crate::github::{CommitVia, Delivery};
 use crate::layout::Layout;
 use crate::plan::{Action, Mode};
+use crate::report::PullRequestRef;
 use crate::report::{Change, Op, Side, Status};
 
 pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Report> {
@@ -68,6 +70,16 @@ pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
         let deferred: Vec<(Key, Option<Digest>, Option<Digest>)> =
             plan.deferred().map(|(i, d)| (i.key.clone(), i.platform.clone(), d.clone())).collect();
 
+        let through_pr = req.delivery == Delivery::PullRequest;
+        if edits.is_empty() && through_pr {
+            // The platform equals the target branch again: the pull request has nothing left.
+            let (gh, name) = github(req)?;
+            if let Some(number) = gh.close_pr_and_delete_branch(&name, &req.pr_branch).await.map_err(gh_error)? {
+                report.pull_request = Some(PullRequestRef { number, url: None, state: "closed".into() });
+            }
+            report.status = Status::InSync;
+            return Ok(report);
+        }
         if edits.is_empty() {
             // Nothing to write; still repair the base of agreeing keys and record deferrals.
             send_agreement(platform, req, &git.digests(), state.clone(), &deferred, state.head.as_ref(), Some(&tip))
@@ -84,27 +96,25 @@ pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
             return Ok(invalid(report, problems));
         }
         let message = commit_message(req, &state, &report.changes);
-        let bot = std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true");
-        let default_identity = bot.then(Identity::github_actions_bot);
-        let author = req.author.clone().or_else(|| default_identity.clone());
-        let committer = req.committer.clone().or(default_identity);
-        let commit = repo.commit_tree(&tree, &tip, &message, author.as_ref(), committer.as_ref())?;
-
-        if !req.no_push && repo.remote_url(&req.remote).is_some() {
-            match repo.push(&req.remote, &commit, &req.branch)? {
-                PushOutcome::Pushed => {}
-                PushOutcome::Rejected(why) => {
-                    tracing::info!("the branch moved while pulling ({why}); re-planning on its new tip");
-                    continue;
-                }
+        let commit = match deliver(repo, req, &tip, &tree, &edits, &message, &state, &report).await? {
+            Delivered::Branch(commit) => commit,
+            Delivered::BranchMoved => {
+                tracing::info!("branch {} moved while pulling; re-planning on its new tip", req.branch);
+                continue;
             }
-        }
-        // Bring the checkout along when it sat at the tip the commit was built on.
-        if repo.try_rev_parse("HEAD").as_deref() == Some(tip.as_str())
-            && repo.current_branch().as_deref() == Some(req.branch.as_str())
-        {
-            repo.fast_forward(&commit)?;
-        }
+            Delivered::PullRequest { commit, pr } => {
+                // The branch itself did not change, so the base stays as it is: the push that
+                // runs when the pull request is merged finds the keys agreeing and records them.
+                report.git_commit = Some(commit);
+                report.pull_request = Some(PullRequestRef {
+                    number: pr.number,
+                    url: Some(pr.url),
+                    state: if pr.created { "opened" } else { "updated" }.into(),
+                });
+                report.status = Status::Changed;
+                return Ok(report);
+            }
+        };
         report.git_commit = Some(commit.clone());
         report.status = Status::Changed;
         if req.no_push {
@@ -119,6 +129,128 @@ pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
         "branch {:?} kept moving while pulling; gave up after {MAX_ATTEMPTS} attempts. Run the pull again",
         req.branch
     )))
+}
+
+enum Delivered {
+    /// The commit is on the branch (pushed, or committed locally with `--no-push`).
+    Branch(String),
+    /// The branch moved under the run: re-plan on its new tip.
+    BranchMoved,
+    PullRequest {
+        commit: String,
+        pr: crate::github::PullRequest,
+    },
+}
+
+/// Creates the commit of `tree` on `tip` and delivers it: pushed with git, or through GitHub's
+/// API, onto the branch or onto defsync's pull-request branch.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename these
+async fn deliver(
+    repo: &Repo,
+    req: &Request,
+    tip: &str,
+    tree: &str,
+    edits: &[TreeEdit],
+    message: &str,
+    state: &PlatformState,
+    report: &Report,
+) -> Result<Delivered> {
+    let bot = std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true");
+    let default_identity = bot.then(Identity::github_actions_bot);
+    let author = req.author.clone().or_else(|| default_identity.clone());
+    let committer = req.committer.clone().or(default_identity);
+    let on_branch_at_tip = || {
+        repo.try_rev_parse("HEAD").as_deref() == Some(tip)
+            && repo.current_branch().as_deref() == Some(req.branch.as_str())
+    };
+    match (req.delivery, req.commit_via) {
+        (Delivery::Commit, CommitVia::Git) => {
+            let commit = repo.commit_tree(tree, tip, message, author.as_ref(), committer.as_ref())?;
+            if !req.no_push && repo.remote_url(&req.remote).is_some() {
+                if let PushOutcome::Rejected(why) = repo.push(&req.remote, &commit, &req.branch)? {
+                    tracing::debug!("push rejected: {why}");
+                    return Ok(Delivered::BranchMoved);
+                }
+            }
+            // Bring the checkout along when it sat at the tip the commit was built on.
+            if on_branch_at_tip() {
+                repo.fast_forward(&commit)?;
+            }
+            Ok(Delivered::Branch(commit))
+        }
+        (Delivery::Commit, CommitVia::Api) => {
+            let (gh, name) = github(req)?;
+            // No author or committer: GitHub then signs the commit as the token's bot.
+            let sha = gh.create_commit(&name, tip, edits, message).await.map_err(gh_error)?;
+            if !gh.update_branch(&name, &req.branch, tip, &sha).await.map_err(gh_error)? {
+                return Ok(Delivered::BranchMoved);
+            }
+            let at_tip = on_branch_at_tip();
+            let fetched = repo.fetch(&req.remote, &req.branch)?;
+            if fetched == sha && repo.tree_of(&sha)? != tree {
+                return Err(Error::Git(format!(
+                    "GitHub built commit {sha} with another tree than the one defsync verified ({tree}); please report this"
+                )));
+            }
+            if at_tip && fetched == sha {
+                repo.fast_forward(&sha)?;
+            }
+            Ok(Delivered::Branch(sha))
+        }
+        (Delivery::PullRequest, via) => {
+            let (gh, name) = github(req)?;
+            let commit = match via {
+                CommitVia::Api => gh.create_commit(&name, tip, edits, message).await.map_err(gh_error)?,
+                CommitVia::Git => {
+                    let commit = repo.commit_tree(tree, tip, message, author.as_ref(), committer.as_ref())?;
+                    // The pull-request branch is defsync's own: it always restarts from the
+                    // target branch's tip, so replacing it loses nothing.
+                    repo.push_branch_force(&req.remote, &commit, &req.pr_branch)?;
+                    commit
+                }
+            };
+            let body = crate::github::render_pr_body(&crate::github::PrBody {
+                project: &req.project,
+                platform_commit: report.platform_commit.as_ref(),
+                requested_commit: req.requested_commit.as_deref(),
+                target_branch: &req.branch,
+                changes: &report.changes,
+                conflicts: &report.conflicts,
+            });
+            let title = match &state.head {
+                Some(h) => format!("defsync: platform changes to {} (commit {}, seq {})", req.project, h.id, h.seq),
+                None => format!("defsync: platform changes to {}", req.project),
+            };
+            let spec = crate::github::PullRequestSpec {
+                base: &req.branch,
+                head_branch: &req.pr_branch,
+                commit: &commit,
+                title: &title,
+                body: &body,
+                labels: &req.pr_labels,
+            };
+            let pr = gh.open_or_update_pr(&name, &spec).await.map_err(gh_error)?;
+            Ok(Delivered::PullRequest { commit, pr })
+        }
+    }
+}
+
+/// The GitHub client and repository a delivery through the API needs.
+fn github(req: &Request) -> Result<(crate::github::GitHub, crate::github::RepoName)> {
+    let options = req.github.clone().ok_or_else(|| {
+        Error::Config(
+            "this delivery uses GitHub's API and needs a token: pass --github-token or set DEFSYNC_GITHUB_TOKEN (the action's github-token input)".into(),
+        )
+    })?;
+    let name = crate::github::RepoName::parse(&req.repository).map_err(|e| {
+        Error::Config(format!("{e:#}: GitHub delivery needs the repository as owner/name (set GITHUB_REPOSITORY)"))
+    })?;
+    let gh = crate::github::GitHub::new(options).map_err(|e| Error::Config(format!("{e:#}")))?;
+    Ok((gh, name))
+}
+
+fn gh_error(e: crate::github::GitHubError) -> Error {
+    Error::Other(anyhow::anyhow!("GitHub: {e}"))
 }
 
 /// Fetches the branch and brings the checkout to its tip; returns the tip to plan on.
