@@ -166,11 +166,12 @@ async fn deliver(
     match (req.delivery, req.commit_via) {
         (Delivery::Commit, CommitVia::Git) => {
             let commit = repo.commit_tree(tree, tip, message, author.as_ref(), committer.as_ref())?;
-            if !req.no_push && repo.remote_url(&req.remote).is_some() {
-                if let PushOutcome::Rejected(why) = repo.push(&req.remote, &commit, &req.branch)? {
-                    tracing::debug!("push rejected: {why}");
-                    return Ok(Delivered::BranchMoved);
-                }
+            if !req.no_push
+                && repo.remote_url(&req.remote).is_some()
+                && let PushOutcome::Rejected(why) = repo.push(&req.remote, &commit, &req.branch)?
+            {
+                tracing::debug!("push rejected: {why}");
+                return Ok(Delivered::BranchMoved);
             }
             // Bring the checkout along when it sat at the tip the commit was built on.
             if on_branch_at_tip() {
