@@ -1,8 +1,8 @@
 //! A forwarding proxy in front of a real `defsync serve`, to stage races at an exact moment: it
-//! runs a hook just before it forwards the first request that matches, and counts requests.
+//! runs a hook just before it forwards the first request that matches.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, to_bytes};
@@ -18,7 +18,6 @@ struct Shared {
     trigger: (String, String),
     hook: Mutex<Option<Hook>>,
     fired: AtomicBool,
-    requests: AtomicU64,
 }
 
 pub struct Proxy {
@@ -38,7 +37,6 @@ impl Proxy {
             trigger: (method.to_owned(), suffix.to_owned()),
             hook: Mutex::new(Some(Box::new(hook))),
             fired: AtomicBool::new(false),
-            requests: AtomicU64::new(0),
         });
         let app = axum::Router::new().fallback(forward).with_state(shared.clone());
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
@@ -52,14 +50,9 @@ impl Proxy {
     pub fn fired(&self) -> bool {
         self.shared.fired.load(Ordering::SeqCst)
     }
-
-    pub fn requests(&self) -> u64 {
-        self.shared.requests.load(Ordering::SeqCst)
-    }
 }
 
 async fn forward(State(shared): State<Arc<Shared>>, req: Request) -> Response {
-    shared.requests.fetch_add(1, Ordering::SeqCst);
     let method = req.method().clone();
     let path_q = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
     if method.as_str() == shared.trigger.0 && req.uri().path().ends_with(&shared.trigger.1) {

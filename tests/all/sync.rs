@@ -479,7 +479,6 @@ fn first_run_links_an_existing_repository_and_project() {
     assert_eq!(env.run("status", &[]).ok().status(), "in_sync");
 }
 
-#[cfg(any())] // TEMP
 mod over_http {
     //! The same runs against a real `defsync serve` on 127.0.0.1, where HTTP matters.
 
