@@ -14,10 +14,10 @@ bin="${DEFSYNC_BIN:-}"
 unset DEFSYNC_COMMAND DEFSYNC_BIN
 
 case "$command" in
-  pull | push | status | link) ;;
+  pull | push | status | link | doctor) ;;
   *)
     # The value is not echoed: it is an input, and the message needs no more than this.
-    echo "::error title=defsync::the command input must be pull, push, status or link"
+    echo "::error title=defsync::the command input must be pull, push, status, link or doctor"
     exit 2
     ;;
 esac

@@ -1177,7 +1177,7 @@ fn run_step_passes_inputs_as_env_and_drops_empty_ones() {
     // A command outside the four is refused without echoing the input.
     let r = run_action(&env, &[("command", "pull; echo pwned"), ("platform-url", &env.platform)], &[]);
     assert_eq!(r.code, 2);
-    assert!(r.stdout.contains("the command input must be pull, push, status or link"));
+    assert!(r.stdout.contains("the command input must be pull, push, status, link or doctor"));
     assert!(!r.stdout.contains("pwned") && !r.stderr.contains("pwned"));
 }
 
