@@ -136,11 +136,16 @@ impl Platform {
         match self {
             Platform::Http(c) => c.batch_get(project, digests).await,
             Platform::Embedded(s) => {
-                let body = serde_json::to_vec(&crate::api::BatchGetRequest {
-                    digests: digests.iter().map(|(d, _)| d.clone()).collect(),
-                })
-                .expect("serialisable");
-                Ok(s.batch_get(project, &body)?)
+                // The same batches as over HTTP: the store enforces the contract's limits too.
+                let mut all = BatchGetResponse { objects: Vec::new(), missing: Vec::new() };
+                for batch in crate::api::client::batches(digests) {
+                    let body =
+                        serde_json::to_vec(&crate::api::BatchGetRequest { digests: batch }).expect("serialisable");
+                    let part = s.batch_get(project, &body)?;
+                    all.objects.extend(part.objects);
+                    all.missing.extend(part.missing);
+                }
+                Ok(all)
             }
         }
     }

@@ -321,7 +321,9 @@ fn etag(method: &Method, url: &str, answer: &Answer) -> Result<ETag> {
 }
 
 /// Splits digests (each with its manifest size) into batches within both contract limits.
-fn batches(digests: &[(Digest, u64)]) -> Vec<Vec<Digest>> {
+/// Splits digests into batch-get requests within the contract's limits (count and bytes),
+/// asking for each digest once. The embedded store uses the same batches.
+pub fn batches(digests: &[(Digest, u64)]) -> Vec<Vec<Digest>> {
     let mut seen = std::collections::HashSet::with_capacity(digests.len());
     let mut out: Vec<Vec<Digest>> = Vec::new();
     let mut current: Vec<Digest> = Vec::new();

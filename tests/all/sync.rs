@@ -570,3 +570,25 @@ mod over_http {
         drop(dir);
     }
 }
+
+/// Regression: the embedded store's batch-get was sent every digest at once, and the store
+/// (rightly) refused more than 1000, so a first pull of a large project failed.
+#[test]
+fn a_first_pull_of_more_definitions_than_one_batch_on_the_embedded_store() {
+    let env = Env::new();
+    let dir = env.dir.path().join("many");
+    std::fs::create_dir_all(&dir).unwrap();
+    let files: Vec<String> = (0..1201)
+        .map(|i| {
+            let p = dir.join(format!("{i}.yaml"));
+            std::fs::write(&p, format!("kind: workflow\nname: flow-{i}\nspec:\n  n: {i}\n")).unwrap();
+            p.to_str().unwrap().to_owned()
+        })
+        .collect();
+    let mut args = vec!["dashboard", "put"];
+    args.extend(files.iter().map(String::as_str));
+    env.defsync(&args).ok();
+    let r = env.run("pull", &[]).ok();
+    assert_eq!(r.changes().len(), 1201);
+    assert_eq!(env.files().len(), 1201);
+}
