@@ -592,3 +592,59 @@ fn a_first_pull_of_more_definitions_than_one_batch_on_the_embedded_store() {
     assert_eq!(r.changes().len(), 1201);
     assert_eq!(env.files().len(), 1201);
 }
+
+#[test]
+fn no_push_commits_locally_and_leaves_the_base_alone() {
+    let env = pulled();
+    env.dashboard_put("connection", "salesforce", json!({"api_version": "67.0"}));
+    let origin = env.origin_head();
+    let r = env.run("pull", &["--no-push"]).ok();
+    assert_eq!(r.changes(), ["git update connection/salesforce"]);
+    assert_eq!(env.origin_head(), origin, "nothing was pushed");
+    assert_eq!(r.json()["git_commit"].as_str(), Some(env.head().as_str()));
+    // The commit has not reached the origin, so the platform still records the old agreement:
+    // once pushed by hand, a pull finds the branch and the platform agree and repairs the base.
+    env.git(&["push", "--quiet", "origin", "main"]);
+    assert_eq!(env.run("pull", &[]).ok().status(), "in_sync");
+    assert_eq!(env.run("push", &[]).ok().status(), "in_sync");
+}
+
+/// Pins what people read in the log for a run with every kind of line.
+#[test]
+fn the_human_report_reads_well() {
+    use defsync::report::*;
+    let mut r = Report::new("pull");
+    r.project = Some("acme".into());
+    r.platform_commit = Some(CommitRef { id: "c_02".into(), seq: 2 });
+    r.requested_commit = Some("c_01".into());
+    r.git_commit = Some("0123456789abcdef0123".into());
+    r.status = Status::Changed;
+    r.changes.push(Change {
+        side: Side::Git,
+        op: Op::Add,
+        kind: "workflow".into(),
+        name: "Notify ::error::x\nnext".into(),
+        path: Some("defs/workflow/notify-error-x-next.yaml".into()),
+    });
+    let d = |s: &str| Some(defsync::digest::Digest::of_canonical(s));
+    r.conflicts.push(Conflict {
+        kind: "connection".into(),
+        name: "crm".into(),
+        path: Some("defs/connection/crm.yaml".into()),
+        base: d("b"),
+        git: d("g"),
+        platform: None,
+        resolution: Resolution::Written,
+        git_yaml: None,
+        platform_yaml: None,
+    });
+    r.errors.push(FileError {
+        path: "defs/bad.yaml".into(),
+        line: Some(3),
+        column: Some(5),
+        message: "duplicate key `a`".into(),
+    });
+    let text = defsync::output::human(&r);
+    assert!(text.lines().all(|l| !l.trim_start().starts_with("::")));
+    insta::assert_snapshot!(text);
+}
