@@ -455,8 +455,9 @@ async fn fetch_objects(
     keys: &[&Key],
 ) -> Result<(HashMap<Digest, Definition>, Vec<FileError>)> {
     let mut wanted: Vec<(Digest, u64)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for key in keys {
-        if let Some((d, size)) = state.manifest.get(*key).filter(|(d, _)| !wanted.iter().any(|(w, _)| w == d)) {
+        if let Some((d, size)) = state.manifest.get(*key).filter(|(d, _)| seen.insert(d)) {
             wanted.push((d.clone(), *size));
         }
     }

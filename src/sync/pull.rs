@@ -21,6 +21,8 @@ pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
     }
     check_no_symlink_on_path(repo, &req.path)?;
     let mut cache = BlobCache::new();
+    let started = std::time::Instant::now();
+    let phase = |name: &str| tracing::debug!("{name} at {} ms", started.elapsed().as_millis());
     for attempt in 1..=MAX_ATTEMPTS {
         let tip = if req.dry_run { repo.rev_parse("HEAD")? } else { prepare_checkout(repo, req)? };
         let state = ensure_link(platform, req, req.dry_run, !req.dry_run).await?;
@@ -44,6 +46,7 @@ pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
             .filter(|i| matches!(i.action, Action::WriteGit(Some(_))) || i.was_conflict || i.action == Action::Conflict)
             .map(|i| &i.key)
             .collect();
+        phase("planned");
         let (objects, bad) = fetch_objects(platform, req, &state, &needed).await?;
         if !bad.is_empty() {
             return Ok(invalid(report, bad));
@@ -61,6 +64,7 @@ pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
             return Ok(report);
         }
 
+        phase("fetched objects");
         let (edits, changes) = edits_for(&plan, &git, &objects, req);
         report.changes = changes;
         if req.dry_run {
@@ -89,13 +93,16 @@ pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
         }
 
         // Build the tree, then read it back before anything is committed.
+        phase("rendered");
         let tree = repo.edit_tree(&tip, &edits)?;
+        phase("tree written");
         let written = scan_commit(repo, &tree, req, &mut cache)?;
         let problems = verify(&plan, &written, &edits, req);
         if !problems.is_empty() {
             return Ok(invalid(report, problems));
         }
         let message = commit_message(req, &state, &report.changes);
+        phase("verified");
         let commit = match deliver(repo, req, &tip, &tree, &edits, &message, &state, &report).await? {
             Delivered::Branch(commit) => commit,
             Delivered::BranchMoved => {
@@ -115,6 +122,7 @@ pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
                 return Ok(report);
             }
         };
+        phase("delivered");
         report.git_commit = Some(commit.clone());
         report.status = Status::Changed;
         if req.no_push {
@@ -361,7 +369,7 @@ fn edits_for(
 /// it was written to, every deleted key is gone, and no file is bad.
 fn verify(plan: &crate::plan::Plan, written: &Tree, edits: &[TreeEdit], req: &Request) -> Vec<FileError> {
     let mut problems = written.errors.clone();
-    let written_paths: Vec<&str> = edits
+    let written_paths: std::collections::HashSet<&str> = edits
         .iter()
         .filter_map(|e| match e {
             TreeEdit::Write { path, .. } => Some(path.as_str()),
