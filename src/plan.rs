@@ -12,6 +12,25 @@ use crate::model::Key;
 /// The digests of every key on one side; a key that is absent does not exist there.
 pub type Digests = BTreeMap<Key, Digest>;
 
+/// A value that carries a digest, so a side's own map (files, manifest entries) can be planned
+/// on directly: at 100,000 keys a copy of each map costs tens of MiB.
+pub trait HasDigest {
+    fn digest(&self) -> &Digest;
+}
+
+impl HasDigest for Digest {
+    fn digest(&self) -> &Digest {
+        self
+    }
+}
+
+/// A manifest entry: digest and canonical size.
+impl HasDigest for (Digest, u64) {
+    fn digest(&self) -> &Digest {
+        &self.0
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Pull,
@@ -97,20 +116,20 @@ impl Plan {
 ///
 /// Refusing a direction (a pull on `git-to-platform`) is the caller's job; here a one-way link
 /// simply makes its side win every difference.
-pub fn plan(
+pub fn plan<G: HasDigest, P: HasDigest>(
     mode: Mode,
     direction: Direction,
     prefer: Preference,
     base: &Digests,
-    git: &Digests,
-    platform: &Digests,
+    git: &BTreeMap<Key, G>,
+    platform: &BTreeMap<Key, P>,
 ) -> Plan {
     let keys: BTreeSet<&Key> = base.keys().chain(git.keys()).chain(platform.keys()).collect();
     let mut out = Plan::default();
     for key in keys {
         let b = base.get(key);
-        let g = git.get(key);
-        let p = platform.get(key);
+        let g = git.get(key).map(HasDigest::digest);
+        let p = platform.get(key).map(HasDigest::digest);
         if g == p {
             if b != g {
                 out.repairs.push((key.clone(), g.cloned()));

@@ -21,7 +21,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::git::{Identity, Oid, Repo};
 use crate::model::{Definition, Key};
-use crate::plan::{Digests, Item, Preference};
+use crate::plan::{Digests, HasDigest, Item, Preference};
 use crate::platform::{Platform, PlatformError};
 use crate::report::{self, CommitRef, FileError, Report, Resolution};
 use crate::scan;
@@ -170,10 +170,6 @@ pub struct PlatformState {
 }
 
 impl PlatformState {
-    pub fn digests(&self) -> Digests {
-        self.manifest.iter().map(|(k, (d, _))| (k.clone(), d.clone())).collect()
-    }
-
     pub fn record(&self) -> Option<&SyncRecord> {
         self.project.sync.as_ref()
     }
@@ -303,9 +299,9 @@ pub struct Tree {
     pub errors: Vec<FileError>,
 }
 
-impl Tree {
-    pub fn digests(&self) -> Digests {
-        self.files.iter().map(|(k, f)| (k.clone(), f.digest.clone())).collect()
+impl crate::plan::HasDigest for GitFile {
+    fn digest(&self) -> &Digest {
+        &self.digest
     }
 }
 
@@ -502,24 +498,25 @@ fn platform_error(def: &Definition, message: String) -> FileError {
 
 /// Base updates after a run: every key where the branch and the platform agree and the base
 /// differs, plus the deferred keys whose platform side is still what was planned.
-fn agreement(
-    git: &Digests,
+fn agreement<G: HasDigest>(
+    git: &BTreeMap<Key, G>,
     state: &PlatformState,
     deferred: &[(Key, Option<Digest>, Option<Digest>)],
 ) -> Vec<BaseUpdate> {
-    let platform = state.digests();
+    let platform = |key: &Key| state.manifest.get(key).map(|(d, _)| d);
     let mut updates: BTreeMap<Key, Option<Digest>> = BTreeMap::new();
-    let keys: std::collections::BTreeSet<&Key> = git.keys().chain(platform.keys()).chain(state.base.keys()).collect();
+    let keys: std::collections::BTreeSet<&Key> =
+        git.keys().chain(state.manifest.keys()).chain(state.base.keys()).collect();
     for key in keys {
-        let g = git.get(key);
-        if g == platform.get(key) && state.base.get(key) != g {
+        let g = git.get(key).map(HasDigest::digest);
+        if g == platform(key) && state.base.get(key) != g {
             updates.insert(key.clone(), g.cloned());
         }
     }
     for (key, planned_platform, digest) in deferred {
         // A deferred key moves only if neither side moved since the plan; otherwise the next run
         // sees it as the conflict it is.
-        if platform.get(key) == planned_platform.as_ref() && !updates.contains_key(key) {
+        if platform(key) == planned_platform.as_ref() && !updates.contains_key(key) {
             updates.insert(key.clone(), digest.clone());
         }
     }
@@ -529,17 +526,20 @@ fn agreement(
 /// Sends the base of agreeing keys (and deferred keys) with `If-Match`, re-reading on 412.
 ///
 /// `synced` is the platform commit the branch now matches, recorded unless a newer one is.
-async fn send_agreement(
+async fn send_agreement<G: HasDigest>(
     platform: &Platform,
     req: &Request,
-    git: &Digests,
-    mut state: PlatformState,
+    git: &BTreeMap<Key, G>,
+    state: &PlatformState,
     deferred: &[(Key, Option<Digest>, Option<Digest>)],
     synced: Option<&Commit>,
     git_commit: Option<&str>,
 ) -> Result<()> {
+    // Re-read only when the record moved; the first attempt uses the caller's state.
+    let mut reread: Option<PlatformState> = None;
     for _ in 0..MAX_ATTEMPTS {
-        let updates = agreement(git, &state, deferred);
+        let state = reread.as_ref().unwrap_or(state);
+        let updates = agreement(git, state, deferred);
         let record = state.record();
         let record_seq = record.map_or(0, |r| r.seq);
         let commit = synced.filter(|c| c.seq >= record_seq).map(|c| c.id.clone());
@@ -553,8 +553,9 @@ async fn send_agreement(
             Ok(_) => return Ok(()),
             Err(PlatformError::Api(e)) if e.status == 412 || e.is("sync_regression") => {
                 tracing::info!("the sync record moved; reading it again");
-                state = read_platform(platform, &req.project).await?;
-                check_link(req, &state, false)?;
+                let fresh = read_platform(platform, &req.project).await?;
+                check_link(req, &fresh, false)?;
+                reread = Some(fresh);
             }
             Err(e) => return Err(e.into()),
         }

@@ -35,9 +35,7 @@ pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
         if !git.errors.is_empty() {
             return Ok(invalid(report, git.errors));
         }
-        let platform_digests = state.digests();
-        let plan =
-            crate::plan::plan(Mode::Pull, req.direction, req.prefer, &state.base, &git.digests(), &platform_digests);
+        let plan = crate::plan::plan(Mode::Pull, req.direction, req.prefer, &state.base, &git.files, &state.manifest);
 
         // Fetch what the run writes, and the platform's side of every conflict for the report.
         let needed: Vec<&Key> = plan
@@ -86,8 +84,7 @@ pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
         }
         if edits.is_empty() {
             // Nothing to write; still repair the base of agreeing keys and record deferrals.
-            send_agreement(platform, req, &git.digests(), state.clone(), &deferred, state.head.as_ref(), Some(&tip))
-                .await?;
+            send_agreement(platform, req, &git.files, &state, &deferred, state.head.as_ref(), Some(&tip)).await?;
             report.status = if deferred.is_empty() { Status::InSync } else { Status::Changed };
             return Ok(report);
         }
@@ -129,8 +126,7 @@ pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
             // The base moves only once the commit has reached the origin.
             return Ok(report);
         }
-        send_agreement(platform, req, &written.digests(), state.clone(), &deferred, state.head.as_ref(), Some(&commit))
-            .await?;
+        send_agreement(platform, req, &written.files, &state, &deferred, state.head.as_ref(), Some(&commit)).await?;
         return Ok(report);
     }
     Err(Error::Git(format!(

@@ -40,9 +40,7 @@ pub async fn push(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
         if !git.errors.is_empty() {
             return Ok(invalid(report, git.errors));
         }
-        let git_digests = git.digests();
-        let plan =
-            crate::plan::plan(Mode::Push, req.direction, req.prefer, &state.base, &git_digests, &state.digests());
+        let plan = crate::plan::plan(Mode::Push, req.direction, req.prefer, &state.base, &git.files, &state.manifest);
 
         let conflicts: Vec<&Item> =
             plan.items.iter().filter(|i| i.was_conflict || i.action == Action::Conflict).collect();
@@ -123,7 +121,7 @@ pub async fn push(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
         if !plan.repairs.is_empty() || !deferred.is_empty() {
             let state = read_platform(platform, &req.project).await?;
             check_link(req, &state, false)?;
-            send_agreement(platform, req, &git_digests, state.clone(), &deferred, None, None).await?;
+            send_agreement(platform, req, &git.files, &state, &deferred, None, None).await?;
         }
         report.status = if report.changes.is_empty() && plan.deferred().next().is_none() {
             Status::InSync

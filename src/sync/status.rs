@@ -17,9 +17,9 @@ pub async fn status(repo: &Repo, platform: &Platform, req: &Request) -> Result<R
     if !git.errors.is_empty() {
         return Ok(invalid(report, git.errors));
     }
-    let (g, p) = (git.digests(), state.digests());
-    let pull = crate::plan::plan(Mode::Pull, req.direction, req.prefer, &state.base, &g, &p);
-    let push = crate::plan::plan(Mode::Push, req.direction, req.prefer, &state.base, &g, &p);
+    let (g, p) = (&git.files, &state.manifest);
+    let pull = crate::plan::plan(Mode::Pull, req.direction, req.prefer, &state.base, g, p);
+    let push = crate::plan::plan(Mode::Push, req.direction, req.prefer, &state.base, g, p);
 
     let conflicts: Vec<&Item> = pull.items.iter().filter(|i| i.action == Action::Conflict || i.was_conflict).collect();
     if !conflicts.is_empty() {
