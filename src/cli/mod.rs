@@ -169,30 +169,26 @@ pub fn run(cli: Cli) -> i32 {
                     crate::error::exit::FAILURE
                 }
             },
-            Command::Dashboard(args) => match dashboard::run(&args).await {
-                Ok(line) => {
-                    eprintln!("{}", crate::output::data(&line));
-                    crate::error::exit::OK
-                }
-                Err(e) => {
-                    eprintln!("error: {}", crate::output::data(&e.to_string()));
-                    e.exit_code()
-                }
-            },
+            Command::Dashboard(args) => one_line(dashboard::run(&args).await),
             Command::Demo(args) => demo::run(&args).await,
-            Command::Dispatch(args) => match dispatch::run(&args).await {
-                Ok(line) => {
-                    eprintln!("{}", crate::output::data(&line));
-                    crate::error::exit::OK
-                }
-                Err(e) => {
-                    eprintln!("error: {}", crate::output::data(&e.to_string()));
-                    e.exit_code()
-                }
-            },
+            Command::Dispatch(args) => one_line(dispatch::run(&args).await),
             Command::Doctor(args) => doctor::run(&args).await,
         }
     })
+}
+
+/// Prints a command's one-line outcome, or its error, and returns the exit status.
+fn one_line(result: crate::error::Result<String>) -> i32 {
+    match result {
+        Ok(line) => {
+            eprintln!("{}", crate::output::data(&line));
+            crate::error::exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: {}", crate::output::data(&e.to_string()));
+            e.exit_code()
+        }
+    }
 }
 
 async fn sync_command(which: sync::Which, args: &SyncArgs) -> i32 {

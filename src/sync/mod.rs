@@ -566,6 +566,20 @@ async fn send_agreement<G: HasDigest>(
     .into())
 }
 
+/// Keys both sides changed: unresolved conflicts and the ones a preference resolved.
+fn conflict_items(plan: &crate::plan::Plan) -> Vec<&Item> {
+    plan.items.iter().filter(|i| i.was_conflict || i.action == crate::plan::Action::Conflict).collect()
+}
+
+/// What a run that writes does with a conflicting key, for its report.
+fn resolution_of(item: &Item) -> Resolution {
+    match item.action {
+        crate::plan::Action::Conflict => Resolution::None,
+        crate::plan::Action::Defer(_) => Resolution::Deferred,
+        _ => Resolution::Written,
+    }
+}
+
 /// Fills the report's conflicts, with both versions as YAML for people to compare.
 fn report_conflicts(
     report: &mut Report,

@@ -49,14 +49,8 @@ pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
         if !bad.is_empty() {
             return Ok(invalid(report, bad));
         }
-        let conflicts: Vec<&Item> =
-            plan.items.iter().filter(|i| i.was_conflict || i.action == Action::Conflict).collect();
         report.conflicts.clear();
-        report_conflicts(&mut report, repo, req, &conflicts, &git, &objects, |i| match i.action {
-            Action::Conflict => Resolution::None,
-            Action::Defer(_) => Resolution::Deferred,
-            _ => Resolution::Written,
-        })?;
+        report_conflicts(&mut report, repo, req, &conflict_items(&plan), &git, &objects, resolution_of)?;
         if plan.has_unresolved() {
             report.status = Status::Conflict;
             return Ok(report);

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::api::{Change as ApiChange, CreateCommit, Origin, OriginType};
-use crate::plan::{Action, Mode};
+use crate::plan::Mode;
 use crate::report::{Change, Op, Side, Status};
 
 /// A push whose body would exceed this is split into several commits (contract: 32 MiB).
@@ -42,17 +42,12 @@ pub async fn push(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
         }
         let plan = crate::plan::plan(Mode::Push, req.direction, req.prefer, &state.base, &git.files, &state.manifest);
 
-        let conflicts: Vec<&Item> =
-            plan.items.iter().filter(|i| i.was_conflict || i.action == Action::Conflict).collect();
+        let conflicts = conflict_items(&plan);
         if !conflicts.is_empty() {
             let keys: Vec<&Key> = conflicts.iter().map(|i| &i.key).collect();
             let (objects, _) = fetch_objects(platform, req, &state, &keys).await?;
             report.conflicts.clear();
-            report_conflicts(&mut report, repo, req, &conflicts, &git, &objects, |i| match i.action {
-                Action::Conflict => Resolution::None,
-                Action::Defer(_) => Resolution::Deferred,
-                _ => Resolution::Written,
-            })?;
+            report_conflicts(&mut report, repo, req, &conflicts, &git, &objects, resolution_of)?;
         }
         if plan.has_unresolved() {
             report.status = Status::Conflict;

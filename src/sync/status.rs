@@ -1,7 +1,7 @@
 //! `defsync status`: what a pull and a push would change. Writes nothing.
 
 use super::*;
-use crate::plan::{Action, Mode};
+use crate::plan::Mode;
 use crate::report::{Change, Op, Side, Status};
 
 /// Plans both directions on the checked-out commit. Never refused for running on another ref,
@@ -21,7 +21,7 @@ pub async fn status(repo: &Repo, platform: &Platform, req: &Request) -> Result<R
     let pull = crate::plan::plan(Mode::Pull, req.direction, req.prefer, &state.base, g, p);
     let push = crate::plan::plan(Mode::Push, req.direction, req.prefer, &state.base, g, p);
 
-    let conflicts: Vec<&Item> = pull.items.iter().filter(|i| i.action == Action::Conflict || i.was_conflict).collect();
+    let conflicts = conflict_items(&pull);
     if !conflicts.is_empty() {
         let keys: Vec<&Key> = conflicts.iter().map(|i| &i.key).collect();
         let (objects, _) = fetch_objects(platform, req, &state, &keys).await?;
