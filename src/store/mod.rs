@@ -7,11 +7,13 @@
 //! of a request or none of it.
 
 mod clock;
+mod outbox;
 mod schema;
 mod strict;
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -25,6 +27,8 @@ use crate::api::{
 };
 use crate::digest::Digest;
 use crate::model::{Definition, validate_kind, validate_name};
+
+pub use outbox::{ClaimedDispatch, DispatchFailure, DispatchState, OutboxEntry, RetryPolicy};
 
 /// At most this many digests in one batch-get.
 pub const MAX_BATCH_DIGESTS: usize = 1000;
@@ -47,6 +51,9 @@ type R<T> = std::result::Result<T, ApiError>;
 /// several threads take turns on its one connection.
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Whether commits whose origin is not `git` queue a dispatch of the pull workflow (see
+    /// [`Store::set_dispatch_outbox`]).
+    outbox: AtomicBool,
 }
 
 impl std::fmt::Debug for Store {
@@ -336,7 +343,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.set_prepared_statement_cache_capacity(64);
         schema::migrate(&mut conn).with_context(|| format!("cannot set up the store {}", path.display()))?;
-        Ok(Store { conn: Mutex::new(conn) })
+        Ok(Store { conn: Mutex::new(conn), outbox: AtomicBool::new(false) })
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -620,6 +627,11 @@ impl Store {
             }
         }
         tx.prepare_cached("UPDATE projects SET head_seq = ?2 WHERE pid = ?1")?.execute(params![p.pid, seq])?;
+        if commit.origin.kind != OriginType::Git && self.outbox.load(Ordering::Relaxed) {
+            // In the commit's own transaction: a commit acknowledged to the dashboard always has
+            // its dispatch queued, whenever the process dies. A replay returned earlier, above.
+            outbox::enqueue(&tx, p.pid, &commit)?;
+        }
 
         if commit.origin.kind == OriginType::Git {
             // The keys of a git commit now agree between the branch and the platform.

@@ -5,11 +5,14 @@
 //! `from_seq <= N AND (to_seq IS NULL OR to_seq > N)`. A commit costs rows in proportion to its
 //! changes, whatever the project's size. Text compares bytewise (SQLite's BINARY collation), which
 //! is the contract's manifest order by UTF-8 bytes.
+//!
+//! A store is migrated forward on open, one version at a time, inside the same transaction that
+//! checks the version: a store either is at the new version with all its tables, or untouched.
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 /// Bumped on any change to the tables below; a store from a newer defsync is refused.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE projects (
@@ -90,22 +93,103 @@ CREATE TABLE idempotency (
 CREATE INDEX idempotency_by_age ON idempotency (created_unix);
 ";
 
-/// Creates the tables on a new store, or checks the version of an existing one.
+/// Version 2: the outbox of pull-workflow dispatches that `defsync serve` sends after commits
+/// whose origin is not `git` (see `outbox.rs`). Rows are kept after they are done, so what was
+/// dispatched, coalesced or given up on stays queryable.
+const V2_DISPATCH_OUTBOX: &str = "
+CREATE TABLE dispatch_outbox (
+    id              INTEGER PRIMARY KEY,
+    pid             INTEGER NOT NULL,
+    commit_id       TEXT NOT NULL,
+    seq             INTEGER NOT NULL,
+    created_at      TEXT NOT NULL,
+    -- pending, done, coalesced (a newer commit's dispatch covered it) or failed (given up).
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL,
+    last_error      TEXT,
+    done_at         TEXT,
+    run_id          INTEGER,
+    run_url         TEXT,
+    coalesced_into  TEXT
+);
+CREATE UNIQUE INDEX dispatch_outbox_by_commit ON dispatch_outbox (pid, seq);
+-- The worker's poll: only pending rows, by due time.
+CREATE INDEX dispatch_outbox_due ON dispatch_outbox (next_attempt_ms) WHERE state = 'pending';
+";
+
+/// The statements that take a store from version `n - 1` to `n`, for `n` in 2..=VERSION.
+const MIGRATIONS: &[(i64, &str)] = &[(2, V2_DISPATCH_OUTBOX)];
+
+/// Creates the tables on a new store, migrates an older one, or checks the version.
 pub fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
     let version: Option<i64> = tx.query_row("SELECT version FROM schema_version", [], |r| r.get(0)).optional()?;
-    match version {
+    let from = match version {
         None => {
             tx.execute_batch(SCHEMA)?;
-            tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [VERSION])?;
+            tx.execute("INSERT INTO schema_version (version) VALUES (1)", [])?;
+            1
         }
-        Some(VERSION) => {}
         Some(v) if v > VERSION => anyhow::bail!(
             "the store has schema version {v}, newer than this defsync knows ({VERSION}): use a newer defsync"
         ),
-        Some(v) => anyhow::bail!("the store has an unknown schema version {v}"),
+        Some(v) if v < 1 => anyhow::bail!("the store has an unknown schema version {v}"),
+        Some(v) => v,
+    };
+    for (to, statements) in MIGRATIONS.iter().filter(|(to, _)| *to > from) {
+        tx.execute_batch(statements)?;
+        tx.execute("UPDATE schema_version SET version = ?1", [to])?;
+        // A new store is created at the latest version: only an existing one is news.
+        if version.is_some() {
+            tracing::info!("migrated the store to schema version {to}");
+        }
     }
     tx.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_reach_the_current_version_in_order() {
+        let versions: Vec<i64> = MIGRATIONS.iter().map(|(v, _)| *v).collect();
+        assert_eq!(versions, (2..=VERSION).collect::<Vec<_>>());
+    }
+
+    /// A version-1 store (as defsync wrote it before the outbox) is migrated on open, keeps its
+    /// data, and gains the outbox.
+    #[test]
+    fn a_version_1_store_is_migrated() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (1);
+             INSERT INTO projects (id, name, head_seq, created_at) VALUES ('p1', 'One', 0, 'now');",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let version: i64 = conn.query_row("SELECT version FROM schema_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, VERSION);
+        let n: i64 = conn.query_row("SELECT count(*) FROM projects", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 1);
+        let n: i64 = conn.query_row("SELECT count(*) FROM dispatch_outbox", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 0);
+        // Opening again changes nothing.
+        migrate(&mut conn).unwrap();
+    }
+
+    #[test]
+    fn a_newer_store_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (99);",
+        )
+        .unwrap();
+        let e = migrate(&mut conn).unwrap_err().to_string();
+        assert!(e.contains("newer than this defsync knows"), "{e}");
+    }
 }

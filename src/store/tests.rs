@@ -417,3 +417,177 @@ fn a_hundred_thousand_definitions() {
         assert!(change.as_secs_f64() < 1.0 && head_manifest.as_secs_f64() < 1.0 && old_manifest.as_secs_f64() < 1.0);
     }
 }
+
+// The dispatch outbox.
+
+fn outbox_store() -> (tempfile::TempDir, Store) {
+    let (d, s) = store();
+    s.set_dispatch_outbox(true);
+    (d, s)
+}
+
+fn policy() -> RetryPolicy {
+    RetryPolicy { backoff_base: Duration::from_secs(5), backoff_cap: Duration::from_secs(600), max_attempts: 3 }
+}
+
+fn states(s: &Store) -> Vec<(String, DispatchState)> {
+    s.dispatch_outbox(Some(P)).unwrap().into_iter().map(|e| (e.commit_id, e.state)).collect()
+}
+
+const FAR: i64 = i64::MAX / 2;
+
+#[test]
+fn backoff_doubles_up_to_the_cap() {
+    let p = RetryPolicy::default();
+    let secs: Vec<u64> = (1..=10).map(|n| p.backoff(n).as_secs()).collect();
+    assert_eq!(secs, [5, 10, 20, 40, 80, 160, 320, 600, 600, 600]);
+    assert_eq!(p.backoff(u32::MAX), Duration::from_secs(600));
+}
+
+#[test]
+fn only_commits_not_from_git_queue_a_dispatch_and_only_when_enabled() {
+    let (_d, s) = store();
+    commit(&s, dashboard(), vec![put("workflow", "off", json!(1))]).unwrap();
+    assert!(s.dispatch_outbox(None).unwrap().is_empty(), "the outbox is off by default");
+
+    s.set_dispatch_outbox(true);
+    let c = commit(&s, dashboard(), vec![put("workflow", "a", json!(1))]).unwrap();
+    link(&s);
+    commit(&s, git_origin(), vec![put("workflow", "b", json!(1))]).unwrap();
+    let api = commit(&s, json!({"type": "api"}), vec![put("workflow", "c", json!(1))]).unwrap();
+    let rows = s.dispatch_outbox(Some(P)).unwrap();
+    assert_eq!(rows.iter().map(|r| r.commit_id.as_str()).collect::<Vec<_>>(), [c.id.as_str(), api.id.as_str()]);
+    let first = &rows[0];
+    assert_eq!((first.project.as_str(), first.seq, first.state, first.attempts), (P, c.seq, DispatchState::Pending, 0));
+    assert_eq!(first.created_at, c.created_at);
+    assert!(s.dispatch_outbox(Some("other")).unwrap().is_empty());
+}
+
+#[test]
+fn an_idempotent_replay_queues_no_second_dispatch() {
+    let (_d, s) = outbox_store();
+    let b = body(None, dashboard(), vec![put("workflow", "a", json!(1))]);
+    let first = s.create_commit(P, &b, Some("k1")).unwrap();
+    let again = s.create_commit(P, &b, Some("k1")).unwrap();
+    assert_eq!(first, again);
+    assert_eq!(s.dispatch_outbox(None).unwrap().len(), 1);
+}
+
+#[test]
+fn a_refused_commit_queues_nothing() {
+    let (_d, s) = outbox_store();
+    commit(&s, dashboard(), vec![put("workflow", "a", json!(1))]).unwrap();
+    // Stale parent: 409, and no row.
+    let stale = body(None, dashboard(), vec![put("workflow", "b", json!(1))]);
+    assert_eq!(s.create_commit(P, &stale, None).unwrap_err().status, 409);
+    assert_eq!(s.dispatch_outbox(None).unwrap().len(), 1);
+}
+
+#[test]
+fn a_claim_takes_the_newest_commit_and_coalesces_the_older_ones() {
+    let (_d, s) = outbox_store();
+    s.put_project("p2", "Two").unwrap();
+    let a = commit(&s, dashboard(), vec![put("workflow", "a", json!(1))]).unwrap();
+    let b = commit(&s, dashboard(), vec![put("workflow", "b", json!(1))]).unwrap();
+    let c = commit(&s, dashboard(), vec![put("workflow", "c", json!(1))]).unwrap();
+    let other = s.create_commit("p2", &body(None, dashboard(), vec![put("workflow", "x", json!(1))]), None).unwrap();
+
+    let claimed = s.claim_due_dispatches(&policy()).unwrap();
+    assert_eq!(claimed.len(), 2, "{claimed:?}");
+    let mine = claimed.iter().find(|d| d.project == P).unwrap();
+    assert_eq!((mine.commit_id.as_str(), mine.attempt), (c.id.as_str(), 1));
+    assert_eq!(mine.coalesced, [a.id.clone(), b.id.clone()]);
+    let theirs = claimed.iter().find(|d| d.project == "p2").unwrap();
+    assert_eq!((theirs.commit_id.as_str(), theirs.coalesced.len()), (other.id.as_str(), 0));
+    let rows = s.dispatch_outbox(Some(P)).unwrap();
+    assert_eq!(rows[0].coalesced_into.as_deref(), Some(c.id.as_str()));
+    assert!(rows[0].done_at.is_some());
+    assert_eq!(
+        states(&s),
+        [(a.id, DispatchState::Coalesced), (b.id, DispatchState::Coalesced), (c.id.clone(), DispatchState::Pending)]
+    );
+
+    // Claimed rows are scheduled for their retry: not claimed again before it.
+    assert!(s.claim_due_dispatches(&policy()).unwrap().is_empty());
+
+    s.mark_dispatch_done(mine.id, Some(42), Some("https://github.com/o/r/actions/runs/42")).unwrap();
+    let row = s.dispatch_outbox(Some(P)).unwrap().pop().unwrap();
+    assert_eq!((row.state, row.run_id, row.last_error), (DispatchState::Done, Some(42), None));
+    assert!(s.claim_due_dispatches_at(FAR, &policy()).unwrap().iter().all(|d| d.project != P));
+}
+
+#[test]
+fn failures_back_off_then_give_up_and_stay_queryable() {
+    let (_d, s) = outbox_store();
+    let c = commit(&s, dashboard(), vec![put("workflow", "a", json!(1))]).unwrap();
+    let p = policy();
+    let t0 = clock::unix_now_millis() as i64 + 1000;
+    let d = s.claim_due_dispatches_at(t0, &p).unwrap().pop().unwrap();
+    assert_eq!(d.attempt, 1);
+    let out = s.mark_dispatch_failed_at(t0, d.id, "503 unavailable", false, &p).unwrap();
+    assert_eq!(out, DispatchFailure::Retry { attempts: 1, wait: Duration::from_secs(5) });
+    let row = s.dispatch_outbox(Some(P)).unwrap().pop().unwrap();
+    assert_eq!(
+        (row.state, row.last_error.as_deref(), row.next_attempt_ms),
+        (DispatchState::Pending, Some("503 unavailable"), t0 + 5000)
+    );
+
+    // Not due before the backoff, due after it.
+    assert!(s.claim_due_dispatches_at(t0 + 4999, &p).unwrap().is_empty());
+    let d = s.claim_due_dispatches_at(t0 + 5000, &p).unwrap().pop().unwrap();
+    assert_eq!(d.attempt, 2);
+    let out = s.mark_dispatch_failed_at(t0 + 5000, d.id, "502", false, &p).unwrap();
+    assert_eq!(out, DispatchFailure::Retry { attempts: 2, wait: Duration::from_secs(10) });
+
+    // The third attempt is the policy's last.
+    let d = s.claim_due_dispatches_at(t0 + 15_000, &p).unwrap().pop().unwrap();
+    assert_eq!(d.attempt, 3);
+    let out = s.mark_dispatch_failed_at(t0 + 15_000, d.id, "500 again", false, &p).unwrap();
+    assert_eq!(out, DispatchFailure::GaveUp { attempts: 3 });
+    let row = s.dispatch_outbox(Some(P)).unwrap().pop().unwrap();
+    assert_eq!((row.commit_id, row.state, row.last_error.as_deref()), (c.id, DispatchState::Failed, Some("500 again")));
+    assert!(row.done_at.is_some());
+    assert!(s.claim_due_dispatches_at(FAR, &p).unwrap().is_empty(), "a failed row is never claimed again");
+    assert_eq!(s.dispatch_counts().unwrap(), [(DispatchState::Failed, 1)]);
+}
+
+#[test]
+fn a_permanent_error_gives_up_at_once() {
+    let (_d, s) = outbox_store();
+    commit(&s, dashboard(), vec![put("workflow", "a", json!(1))]).unwrap();
+    let d = s.claim_due_dispatches(&policy()).unwrap().pop().unwrap();
+    let out = s.mark_dispatch_failed(d.id, "404 workflow not found", true, &policy()).unwrap();
+    assert_eq!(out, DispatchFailure::GaveUp { attempts: 1 });
+    assert_eq!(s.dispatch_outbox(None).unwrap()[0].state, DispatchState::Failed);
+}
+
+/// A new commit while an older one is backing off takes over its dispatch: the older one is
+/// coalesced, and the new one is sent at once rather than after the backoff.
+#[test]
+fn a_newer_commit_takes_over_a_dispatch_that_is_backing_off() {
+    let (_d, s) = outbox_store();
+    let a = commit(&s, dashboard(), vec![put("workflow", "a", json!(1))]).unwrap();
+    let d = s.claim_due_dispatches(&policy()).unwrap().pop().unwrap();
+    s.mark_dispatch_failed(d.id, "503", false, &policy()).unwrap();
+    let b = commit(&s, dashboard(), vec![put("workflow", "b", json!(1))]).unwrap();
+    let d = s.claim_due_dispatches(&policy()).unwrap().pop().unwrap();
+    assert_eq!((d.commit_id.as_str(), d.attempt, d.coalesced.clone()), (b.id.as_str(), 1, vec![a.id.clone()]));
+    assert_eq!(states(&s), [(a.id, DispatchState::Coalesced), (b.id, DispatchState::Pending)]);
+}
+
+/// The outbox lives in the file: pending rows are there after reopening, as after a crash.
+#[test]
+fn pending_dispatches_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let c = {
+        let s = Store::open(&path).unwrap();
+        s.set_dispatch_outbox(true);
+        s.put_project(P, "x").unwrap();
+        commit(&s, dashboard(), vec![put("workflow", "a", json!(1))]).unwrap()
+    };
+    let s = Store::open(&path).unwrap();
+    let d = s.claim_due_dispatches(&policy()).unwrap();
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].commit_id, c.id);
+}
