@@ -305,18 +305,18 @@ impl crate::plan::HasDigest for GitFile {
     }
 }
 
-/// What parsing a blob gave, cached by object name so a re-scan parses only new blobs.
-pub type BlobCache = HashMap<Oid, std::result::Result<(Key, Digest), ()>>;
-
 /// Scans the sync root of a commit (or tree): the files committed there, never the work tree.
-pub fn scan_commit(repo: &Repo, treeish: &str, req: &Request, cache: &mut BlobCache) -> Result<Tree> {
-    let entries = repo.ls_tree(treeish, &req.path)?;
+///
+/// `known` is an earlier scan of the same run: blobs it already parsed are not read again, so a
+/// pull's re-scan of the tree it wrote parses only the files it wrote. At 100,000 files every
+/// copy of a path, key or digest costs megabytes, so paths are moved rather than cloned, and
+/// `known` is borrowed rather than cached.
+pub fn scan_commit(repo: &Repo, treeish: &str, req: &Request, known: Option<&Tree>) -> Result<Tree> {
     let prefix = if req.path == "." { String::new() } else { format!("{}/", req.path) };
-    let mut tree = Tree::default();
-    let mut scan_entries = Vec::with_capacity(entries.len());
-    let mut oids: HashMap<String, Oid> = HashMap::with_capacity(entries.len());
+    let mut scan_entries = Vec::new();
+    let mut oids: Vec<Oid> = Vec::new();
     let mut ignore_oid = None;
-    for e in &entries {
+    for e in repo.ls_tree(treeish, &req.path)? {
         let rel = if prefix.is_empty() { Some(e.path.as_str()) } else { e.path.strip_prefix(&prefix) };
         let Some(rel) = rel else {
             // The sync root itself is not a folder here: a link or a file.
@@ -337,43 +337,43 @@ pub fn scan_commit(repo: &Repo, treeish: &str, req: &Request, cache: &mut BlobCa
         if rel == ".defsyncignore" && kind == scan::EntryKind::File {
             ignore_oid = Some(e.oid.clone());
         }
-        tree.all_paths.push(rel.to_owned());
-        oids.insert(rel.to_owned(), e.oid.clone());
         scan_entries.push(scan::Entry { path: rel.to_owned(), kind });
+        oids.push(e.oid);
     }
     let ignore_text = match ignore_oid {
         Some(oid) => {
             let blob = repo.read_blobs(&[oid.as_str()])?.pop().unwrap_or_default();
             Some(
                 String::from_utf8(blob)
-                    .map_err(|_| Error::Config(format!("{}.defsyncignore is not UTF-8 text", prefix)))?,
+                    .map_err(|_| Error::Config(format!("{prefix}.defsyncignore is not UTF-8 text")))?,
             )
         }
         None => None,
     };
     let selection = scan::select(&scan_entries, ignore_text.as_deref(), req.prefix());
-    tree.errors.extend(selection.errors);
+    let index: HashMap<&str, usize> = scan_entries.iter().enumerate().map(|(i, e)| (e.path.as_str(), i)).collect();
+    let oid_of = |path: &str| oids[index[path]].as_str();
 
-    // Parse only blobs not seen before.
-    let mut todo: Vec<(&str, &str)> = Vec::new();
-    let mut queued = std::collections::HashSet::new();
-    for path in &selection.files {
-        let oid = &oids[path];
-        if !cache.contains_key(oid) && queued.insert(oid.as_str()) {
-            todo.push((path.as_str(), oid.as_str()));
-        }
-    }
+    // What the earlier scan knows, by object name, borrowed.
+    let known: HashMap<&str, (&Key, &Digest)> =
+        known.map(|t| t.files.iter().map(|(k, f)| (f.oid.as_str(), (k, &f.digest))).collect()).unwrap_or_default();
+    let mut parsed: HashMap<&str, std::result::Result<(Key, Digest), ()>> = HashMap::new();
+    let todo: Vec<&str> = {
+        let mut seen = std::collections::HashSet::new();
+        selection.files.iter().map(|p| oid_of(p)).filter(|o| !known.contains_key(o) && seen.insert(*o)).collect()
+    };
+    let path_of: HashMap<&str, &str> = selection.files.iter().map(|p| (oid_of(p), p.as_str())).collect();
     // Chunks bound the memory held at once; each is parsed in parallel.
     for chunk in todo.chunks(4096) {
-        let blobs = repo.read_blobs(&chunk.iter().map(|(_, o)| *o).collect::<Vec<_>>())?;
-        let parsed = scan::parse_files(chunk.iter().map(|(p, _)| (*p).to_owned()).zip(blobs).collect(), req.prefix());
-        let found: HashMap<&str, (&Key, &Digest)> =
-            parsed.files.iter().map(|(k, f)| (f.path.as_str(), (k, &f.digest))).collect();
+        let blobs = repo.read_blobs(chunk)?;
+        let batch = scan::parse_files(chunk.iter().map(|o| path_of[o].to_owned()).zip(blobs).collect(), req.prefix());
+        let mut found: HashMap<String, (Key, Digest)> =
+            batch.files.into_iter().map(|(k, f)| (f.path, (k, f.digest))).collect();
         let mut unsure = Vec::new();
-        for (path, oid) in chunk {
-            match found.get(path) {
-                Some((key, digest)) => {
-                    cache.insert((*oid).to_owned(), Ok(((*key).clone(), (*digest).clone())));
+        for oid in chunk {
+            match found.remove(path_of[oid]) {
+                Some(entry) => {
+                    parsed.insert(oid, Ok(entry));
                 }
                 // A bad file, or a good one that shares its key with another file of the chunk.
                 None => unsure.push(*oid),
@@ -381,51 +381,56 @@ pub fn scan_commit(repo: &Repo, treeish: &str, req: &Request, cache: &mut BlobCa
         }
         if !unsure.is_empty() {
             for (oid, blob) in unsure.iter().zip(repo.read_blobs(&unsure)?) {
-                let entry = crate::yaml::parse(&blob).map(|d| (d.key(), d.digest())).map_err(drop);
-                cache.insert((*oid).to_owned(), entry);
+                parsed.insert(oid, crate::yaml::parse(&blob).map(|d| (d.key(), d.digest())).map_err(drop));
             }
         }
     }
 
     // Collect, reporting bad files and keys held by two files.
-    let mut holders: BTreeMap<Key, Vec<&str>> = BTreeMap::new();
+    let mut tree = Tree { errors: selection.errors, ..Tree::default() };
+    let mut shared: BTreeMap<Key, Vec<String>> = BTreeMap::new();
     let mut bad: Vec<&str> = Vec::new();
     for path in &selection.files {
-        match &cache[&oids[path]] {
-            Ok((key, digest)) => {
-                holders.entry(key.clone()).or_default().push(path);
-                tree.files.insert(
-                    key.clone(),
-                    GitFile { path: path.clone(), oid: oids[path].clone(), digest: digest.clone() },
-                );
+        let oid = oid_of(path);
+        let (key, digest) = match (known.get(oid), parsed.get(oid)) {
+            (Some((k, d)), _) => ((*k).clone(), (*d).clone()),
+            (None, Some(Ok((k, d)))) => (k.clone(), d.clone()),
+            _ => {
+                bad.push(path);
+                continue;
             }
-            Err(()) => bad.push(path),
+        };
+        let file = GitFile { path: path.clone(), oid: oid.to_owned(), digest };
+        if let Some(first) = tree.files.get(&key) {
+            shared.entry(key).or_insert_with(|| vec![first.path.clone()]).push(file.path);
+        } else {
+            tree.files.insert(key, file);
         }
     }
     if !bad.is_empty() {
-        // Parse the bad files again for their messages; they are few, and errors are not cached.
-        let blobs = repo.read_blobs(&bad.iter().map(|p| oids[*p].as_str()).collect::<Vec<_>>())?;
-        let parsed = scan::parse_files(bad.iter().map(|p| (*p).to_owned()).zip(blobs).collect(), req.prefix());
-        tree.errors.extend(parsed.errors);
+        // Parse the bad files again for their messages; they are few.
+        let blobs = repo.read_blobs(&bad.iter().map(|p| oid_of(p)).collect::<Vec<_>>())?;
+        let reparsed = scan::parse_files(bad.iter().map(|p| (*p).to_owned()).zip(blobs).collect(), req.prefix());
+        tree.errors.extend(reparsed.errors);
     }
-    for (key, paths) in holders {
-        if paths.len() > 1 {
-            tree.files.remove(&key);
-            let named: Vec<String> = paths.iter().map(|p| req.repo_path(p)).collect();
-            for p in &paths {
-                tree.errors.push(FileError {
-                    path: req.repo_path(p),
-                    line: None,
-                    column: None,
-                    message: format!(
-                        "{key} is defined in more than one file ({}): keep it in one file and delete or rename the others",
-                        named.join(", ")
-                    ),
-                });
-            }
+    for (key, paths) in shared {
+        tree.files.remove(&key);
+        let named: Vec<String> = paths.iter().map(|p| req.repo_path(p)).collect();
+        for p in &paths {
+            tree.errors.push(FileError {
+                path: req.repo_path(p),
+                line: None,
+                column: None,
+                message: format!(
+                    "{key} is defined in more than one file ({}): keep it in one file and delete or rename the others",
+                    named.join(", ")
+                ),
+            });
         }
     }
     tree.errors.sort_by(|a, b| (&a.path, a.line).cmp(&(&b.path, b.line)));
+    drop(index);
+    tree.all_paths = scan_entries.into_iter().map(|e| e.path).collect();
     Ok(tree)
 }
 

@@ -20,7 +20,6 @@ pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
         )));
     }
     check_no_symlink_on_path(repo, &req.path)?;
-    let mut cache = BlobCache::new();
     let started = std::time::Instant::now();
     let phase = |name: &str| tracing::debug!("{name} at {} ms", started.elapsed().as_millis());
     for attempt in 1..=MAX_ATTEMPTS {
@@ -31,7 +30,7 @@ pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
         }
         report.platform_commit = state.head_ref();
 
-        let git = scan_commit(repo, &tip, req, &mut cache)?;
+        let git = scan_commit(repo, &tip, req, None)?;
         if !git.errors.is_empty() {
             return Ok(invalid(report, git.errors));
         }
@@ -87,7 +86,7 @@ pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
         phase("rendered");
         let tree = repo.edit_tree(&tip, &edits)?;
         phase("tree written");
-        let written = scan_commit(repo, &tree, req, &mut cache)?;
+        let written = scan_commit(repo, &tree, req, Some(&git))?;
         let problems = verify(&plan, &written, &edits, req);
         if !problems.is_empty() {
             return Ok(invalid(report, problems));

@@ -17,7 +17,6 @@ pub async fn push(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
             req.project
         )));
     }
-    let mut cache = BlobCache::new();
     for _attempt in 1..=MAX_ATTEMPTS {
         // Plan on the fetched tip, never on the work tree or an older checkout: an old or re-run
         // push workflow therefore never sends old content.
@@ -36,7 +35,7 @@ pub async fn push(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
                 req.branch
             )));
         }
-        let git = scan_commit(repo, &tip, req, &mut cache)?;
+        let git = scan_commit(repo, &tip, req, None)?;
         if !git.errors.is_empty() {
             return Ok(invalid(report, git.errors));
         }

@@ -12,8 +12,7 @@ pub async fn status(repo: &Repo, platform: &Platform, req: &Request) -> Result<R
     let head = repo.rev_parse("HEAD")?;
     let state = ensure_link(platform, req, true, false).await?;
     report.platform_commit = state.head_ref();
-    let mut cache = BlobCache::new();
-    let git = scan_commit(repo, &head, req, &mut cache)?;
+    let git = scan_commit(repo, &head, req, None)?;
     if !git.errors.is_empty() {
         return Ok(invalid(report, git.errors));
     }
