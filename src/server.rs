@@ -1,11 +1,18 @@
 //! `defsync serve`: the Sync API (contract part 3) over HTTP with axum, as a thin layer over the
 //! SQLite [`Store`]. Handlers pass the raw request bodies to the store, so validation and
 //! idempotency are exactly those of the embedded store.
+//!
+//! With a dispatch configured, a worker ([`autodispatch`]) also starts the pull workflow on
+//! GitHub after every commit whose origin is not `git`.
+
+mod autodispatch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
+
+pub use autodispatch::AutoDispatch;
 
 use anyhow::Context as _;
 use axum::Router;
@@ -17,8 +24,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
+use tokio::sync::Notify;
 
-use crate::api::{ApiError, ETag};
+use crate::api::{ApiError, ETag, OriginType};
 use crate::store::Store;
 
 /// The largest request body accepted. The contract asks for at least 64 MiB; a push splits its
@@ -30,6 +38,8 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// Accepted API keys; never logged.
     pub keys: Vec<String>,
+    /// Start the pull workflow after every commit whose origin is not `git`.
+    pub dispatch: Option<AutoDispatch>,
 }
 
 impl std::fmt::Debug for ServeOptions {
@@ -38,6 +48,7 @@ impl std::fmt::Debug for ServeOptions {
             .field("store", &self.store)
             .field("listen", &self.listen)
             .field("keys", &format_args!("[{} hidden]", self.keys.len()))
+            .field("dispatch", &self.dispatch)
             .finish()
     }
 }
@@ -52,14 +63,41 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     }
     let path = options.store.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&path)).await.context("opening the store")??;
-    let app = router(Arc::new(store), &options.keys);
+    let store = Arc::new(store);
+    let (wake, worker) = match options.dispatch {
+        Some(config) => {
+            // On before the first request, so no commit goes without its dispatch.
+            store.set_dispatch_outbox(true);
+            let counts = store.dispatch_counts().map_err(|e| anyhow::anyhow!("reading the dispatch outbox: {e}"))?;
+            let count = |state| counts.iter().find(|(s, _)| *s == state).map_or(0, |(_, n)| *n);
+            tracing::info!(
+                "dispatch: after every commit not from git, start {} on {} in {} ({} pending from before, {} failed \
+                 earlier)",
+                crate::output::data(&config.workflow),
+                crate::output::data(&config.git_ref),
+                config.repository,
+                count(crate::store::DispatchState::Pending),
+                count(crate::store::DispatchState::Failed)
+            );
+            let wake = Arc::new(Notify::new());
+            let worker = autodispatch::start(store.clone(), config, wake.clone())?;
+            (Some(wake), Some(worker))
+        }
+        None => (None, None),
+    };
+    let app = build_router(store, &options.keys, wake);
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
     let addr = listener.local_addr()?;
     // The one line tests and scripts read to learn the port.
     eprintln!("defsync serve: listening on http://{addr}");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serving")?;
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serving");
+    if let Some(worker) = worker {
+        // A dispatch cut off here stays pending in the outbox and is sent on the next start.
+        worker.abort();
+    }
+    served?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -90,13 +128,20 @@ struct AppState {
     store: Arc<Store>,
     /// SHA-256 of each accepted key: comparing hashes takes the same time whatever the lengths.
     key_hashes: Vec<[u8; 32]>,
+    /// Wakes the dispatch worker after a commit, when there is one.
+    wake_dispatcher: Option<Arc<Notify>>,
 }
 
 /// The Sync API over `store`, accepting `keys` as bearer tokens.
 pub fn router(store: Arc<Store>, keys: &[String]) -> Router {
+    build_router(store, keys, None)
+}
+
+fn build_router(store: Arc<Store>, keys: &[String], wake_dispatcher: Option<Arc<Notify>>) -> Router {
     let state = Arc::new(AppState {
         store,
         key_hashes: keys.iter().filter(|k| !k.is_empty()).map(|k| Sha256::digest(k.as_bytes()).into()).collect(),
+        wake_dispatcher,
     });
     Router::new()
         .route("/v1/projects/{project}", get(get_project).put(put_project))
@@ -232,6 +277,12 @@ async fn create_commit(
     let key = header_str(&headers, "idempotency-key")?.map(str::to_owned);
     let store = s.store.clone();
     let commit = blocking(move || store.create_commit(&project, &body, key.as_deref())).await?;
+    if let Some(wake) = &s.wake_dispatcher
+        && commit.origin.kind != OriginType::Git
+    {
+        // The row is already committed; this only saves the worker's poll interval.
+        wake.notify_one();
+    }
     Ok(json(StatusCode::CREATED, &commit))
 }
 
@@ -373,8 +424,12 @@ mod tests {
 
     #[test]
     fn options_never_show_keys() {
-        let o =
-            ServeOptions { store: "s.db".into(), listen: "127.0.0.1:0".parse().unwrap(), keys: vec!["secret".into()] };
+        let o = ServeOptions {
+            store: "s.db".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            keys: vec!["secret".into()],
+            dispatch: None,
+        };
         assert!(!format!("{o:?}").contains("secret"));
     }
 }

@@ -1,11 +1,18 @@
-//! `defsync serve`: run the reference platform, the Sync API on a SQLite store.
+//! `defsync serve`: run the reference platform, the Sync API on a SQLite store, and optionally
+//! dispatch the pull workflow after every commit that did not come from Git.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use anyhow::{Context as _, bail};
 use clap::Args;
 
-use crate::server::{ServeOptions, serve};
+use crate::github::{DEFAULT_API_URL, RepoName};
+use crate::server::{AutoDispatch, ServeOptions, serve};
+use crate::store::RetryPolicy;
+
+const DISPATCH: &str = "Dispatching the pull workflow (on when a repository and a token are given)";
 
 #[derive(Clone, Args)]
 pub struct ServeArgs {
@@ -28,6 +35,42 @@ pub struct ServeArgs {
         hide = true
     )]
     pub env_keys: Vec<String>,
+
+    /// After every commit whose origin is not `git` (a dashboard or API edit), start the pull
+    /// workflow in this repository (owner/name), with the inputs projectId and commitId. One
+    /// repository per server: every project's dispatches go to it. Failed dispatches are
+    /// retried with backoff and logged; they are kept in the store, so a restart resumes them.
+    #[arg(long, env = "DEFSYNC_DISPATCH_REPOSITORY", value_name = "OWNER/NAME", help_heading = DISPATCH)]
+    pub dispatch_repository: Option<String>,
+    /// The workflow file (in .github/workflows) or its ID.
+    #[arg(long, env = "DEFSYNC_DISPATCH_WORKFLOW", default_value = "defsync-pull.yml", help_heading = DISPATCH)]
+    pub dispatch_workflow: String,
+    /// The branch or tag whose workflow file runs.
+    #[arg(long, env = "DEFSYNC_DISPATCH_REF", default_value = "main", help_heading = DISPATCH)]
+    pub dispatch_ref: String,
+    /// A token that may start workflows in the repository (Actions: Read and write; classic
+    /// tokens: `repo`). Never printed.
+    #[arg(long, env = "DEFSYNC_DISPATCH_TOKEN", hide_env_values = true, value_name = "TOKEN", help_heading = DISPATCH)]
+    pub dispatch_token: Option<String>,
+    /// GitHub's API root; GitHub Enterprise Server: https://HOST/api/v3.
+    #[arg(long, env = "GITHUB_API_URL", default_value = DEFAULT_API_URL, help_heading = DISPATCH)]
+    pub github_api_url: String,
+    /// How often, in milliseconds, the outbox is read when no commit wakes the worker.
+    #[arg(long, env = "DEFSYNC_DISPATCH_POLL_MS", default_value_t = 1000, hide = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub dispatch_poll_ms: u64,
+    /// The wait, in milliseconds, after a first failed dispatch; it doubles after each failure.
+    #[arg(long, env = "DEFSYNC_DISPATCH_BACKOFF_MS", default_value_t = 5000, hide = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub dispatch_backoff_ms: u64,
+    /// The longest wait, in milliseconds, between two attempts of one dispatch.
+    #[arg(long, env = "DEFSYNC_DISPATCH_BACKOFF_MAX_MS", default_value_t = 600_000, hide = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub dispatch_backoff_max_ms: u64,
+    /// Attempts before a dispatch that keeps failing is given up (and logged as failed).
+    #[arg(long, env = "DEFSYNC_DISPATCH_MAX_ATTEMPTS", default_value_t = 25, hide = true,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub dispatch_max_attempts: u32,
 }
 
 /// Keys are secrets: they never appear in debug output.
@@ -37,7 +80,12 @@ impl std::fmt::Debug for ServeArgs {
             .field("store", &self.store)
             .field("listen", &self.listen)
             .field("keys", &format_args!("[{} hidden]", self.keys.len() + self.env_keys.len()))
-            .finish()
+            .field("dispatch_repository", &self.dispatch_repository)
+            .field("dispatch_workflow", &self.dispatch_workflow)
+            .field("dispatch_ref", &self.dispatch_ref)
+            .field("dispatch_token", &self.dispatch_token.as_ref().map(|_| "<hidden>"))
+            .field("github_api_url", &self.github_api_url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -52,6 +100,43 @@ impl ServeArgs {
         }
         keys
     }
+
+    /// The dispatch settings: `None` when neither a repository nor a token is given. One
+    /// without the other is an error, as a half-configured dispatch would silently do nothing.
+    fn dispatch(&self) -> anyhow::Result<Option<AutoDispatch>> {
+        let given = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+        let (repository, token) = match (given(&self.dispatch_repository), given(&self.dispatch_token)) {
+            (None, None) => return Ok(None),
+            (Some(r), Some(t)) => (r, t),
+            (Some(r), None) => bail!(
+                "--dispatch-repository is {r:?}, but no token to dispatch with: give --dispatch-token or set \
+                 DEFSYNC_DISPATCH_TOKEN to a token that may start workflows in it (Actions: Read and write)"
+            ),
+            (None, Some(_)) => bail!(
+                "a dispatch token is given, but no repository to dispatch to: give --dispatch-repository \
+                 <owner/name> or set DEFSYNC_DISPATCH_REPOSITORY"
+            ),
+        };
+        let repository = RepoName::parse(&repository).context("--dispatch-repository")?;
+        let workflow = self.dispatch_workflow.trim();
+        let git_ref = self.dispatch_ref.trim();
+        if workflow.is_empty() || git_ref.is_empty() {
+            bail!("--dispatch-workflow and --dispatch-ref must not be empty");
+        }
+        Ok(Some(AutoDispatch {
+            repository,
+            workflow: workflow.to_owned(),
+            git_ref: git_ref.to_owned(),
+            token,
+            api_url: self.github_api_url.clone(),
+            poll_interval: Duration::from_millis(self.dispatch_poll_ms),
+            policy: RetryPolicy {
+                backoff_base: Duration::from_millis(self.dispatch_backoff_ms),
+                backoff_cap: Duration::from_millis(self.dispatch_backoff_max_ms.max(self.dispatch_backoff_ms)),
+                max_attempts: self.dispatch_max_attempts,
+            },
+        }))
+    }
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -62,7 +147,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
              DEFSYNC_SERVER_KEYS=<key1>,<key2>; clients then send it as DEFSYNC_API_KEY"
         );
     }
-    serve(ServeOptions { store: args.store, listen: args.listen, keys }).await
+    let dispatch = args.dispatch()?;
+    serve(ServeOptions { store: args.store, listen: args.listen, keys, dispatch }).await
 }
 
 #[cfg(test)]
@@ -83,5 +169,27 @@ mod tests {
         assert_eq!(cli.args.all_keys(), ["a", "b", "c"]);
         let shown = format!("{:?}", cli.args);
         assert!(!shown.contains("\"a\"") && shown.contains("hidden"), "{shown}");
+    }
+
+    #[test]
+    fn dispatch_needs_both_a_repository_and_a_token() {
+        let parse = |args: &[&str]| Cli::parse_from([&["serve", "--key", "k"], args].concat()).args.dispatch();
+        assert!(parse(&[]).unwrap().is_none());
+        assert!(parse(&["--dispatch-repository", "", "--dispatch-token", ""]).unwrap().is_none());
+        let e = parse(&["--dispatch-repository", "octo/defs"]).unwrap_err().to_string();
+        assert!(e.contains("no token") && e.contains("DEFSYNC_DISPATCH_TOKEN"), "{e}");
+        let e = parse(&["--dispatch-token", "ghp_x"]).unwrap_err().to_string();
+        assert!(e.contains("no repository") && e.contains("--dispatch-repository"), "{e}");
+        assert!(parse(&["--dispatch-repository", "octo", "--dispatch-token", "t"]).is_err());
+
+        let d = parse(&["--dispatch-repository", "octo/defs", "--dispatch-token", "ghp_secret"]).unwrap().unwrap();
+        assert_eq!(
+            (d.repository.to_string(), d.workflow.as_str(), d.git_ref.as_str()),
+            ("octo/defs".into(), "defsync-pull.yml", "main")
+        );
+        assert_eq!(d.policy, RetryPolicy::default());
+        assert_eq!(d.poll_interval, Duration::from_secs(1));
+        let cli = Cli::parse_from(["serve", "--dispatch-repository", "octo/defs", "--dispatch-token", "ghp_secret"]);
+        assert!(!format!("{:?}", cli.args).contains("ghp_secret"));
     }
 }

@@ -29,17 +29,28 @@ pub struct ServerProcess {
     key: String,
     url: String,
     logs: Arc<Mutex<Vec<String>>>,
+    /// More arguments and environment for `serve`, kept for restarts.
+    extra_args: Vec<String>,
+    extra_env: Vec<(String, String)>,
 }
 
 impl ServerProcess {
     /// Starts `defsync serve` on `store` accepting `key`, and waits until it listens.
     pub fn start(store: &Path, key: &str) -> ServerProcess {
+        ServerProcess::start_with(store, key, &[], &[])
+    }
+
+    /// As [`ServerProcess::start`], with more arguments and environment variables (set after
+    /// the inherited `DEFSYNC_*` ones are cleared).
+    pub fn start_with(store: &Path, key: &str, args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
         let mut server = ServerProcess {
             child: None,
             store: store.to_owned(),
             key: key.to_owned(),
             url: String::new(),
             logs: Arc::default(),
+            extra_args: args.iter().map(|a| (*a).to_owned()).collect(),
+            extra_env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         };
         server.spawn();
         server
@@ -50,6 +61,7 @@ impl ServerProcess {
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--store"])
             .arg(&self.store)
             .args(["--key", &self.key])
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -58,6 +70,7 @@ impl ServerProcess {
                 cmd.env_remove(k);
             }
         }
+        cmd.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
         let mut child = cmd.spawn().expect("start defsync serve");
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = mpsc::channel();

@@ -1,6 +1,7 @@
 //! Tests: the GitHub layer against a stand-in backed by a real bare repository, whose traffic
 //! is checked against GitHub's OpenAPI description and recorded exchanges.
 
+mod autodispatch;
 mod delivery;
 mod schema;
 mod standin;
