@@ -309,9 +309,9 @@ impl crate::plan::HasDigest for GitFile {
 ///
 /// `known` is an earlier scan of the same run: blobs it already parsed are not read again, so a
 /// pull's re-scan of the tree it wrote parses only the files it wrote. At 100,000 files every
-/// copy of a path, key or digest costs megabytes, so paths are moved rather than cloned, and
-/// `known` is borrowed rather than cached.
-pub fn scan_commit(repo: &Repo, treeish: &str, req: &Request, known: Option<&Tree>) -> Result<Tree> {
+/// copy of a path, key or digest costs megabytes, so `known` is consumed and its entries moved
+/// into the new scan, and paths are moved rather than cloned.
+pub fn scan_commit(repo: &Repo, treeish: &str, req: &Request, known: Option<Tree>) -> Result<Tree> {
     let prefix = if req.path == "." { String::new() } else { format!("{}/", req.path) };
     let mut scan_entries = Vec::new();
     let mut oids: Vec<Oid> = Vec::new();
@@ -354,13 +354,13 @@ pub fn scan_commit(repo: &Repo, treeish: &str, req: &Request, known: Option<&Tre
     let index: HashMap<&str, usize> = scan_entries.iter().enumerate().map(|(i, e)| (e.path.as_str(), i)).collect();
     let oid_of = |path: &str| oids[index[path]].as_str();
 
-    // What the earlier scan knows, by object name, borrowed.
-    let known: HashMap<&str, (&Key, &Digest)> =
-        known.map(|t| t.files.iter().map(|(k, f)| (f.oid.as_str(), (k, &f.digest))).collect()).unwrap_or_default();
+    // What the earlier scan knows, by object name.
+    let mut known: HashMap<Oid, (Key, Digest)> =
+        known.map(|t| t.files.into_iter().map(|(k, f)| (f.oid, (k, f.digest))).collect()).unwrap_or_default();
     let mut parsed: HashMap<&str, std::result::Result<(Key, Digest), ()>> = HashMap::new();
     let todo: Vec<&str> = {
         let mut seen = std::collections::HashSet::new();
-        selection.files.iter().map(|p| oid_of(p)).filter(|o| !known.contains_key(o) && seen.insert(*o)).collect()
+        selection.files.iter().map(|p| oid_of(p)).filter(|o| !known.contains_key(*o) && seen.insert(*o)).collect()
     };
     let path_of: HashMap<&str, &str> = selection.files.iter().map(|p| (oid_of(p), p.as_str())).collect();
     // Chunks bound the memory held at once; each is parsed in parallel.
@@ -392,13 +392,22 @@ pub fn scan_commit(repo: &Repo, treeish: &str, req: &Request, known: Option<&Tre
     let mut bad: Vec<&str> = Vec::new();
     for path in &selection.files {
         let oid = oid_of(path);
-        let (key, digest) = match (known.get(oid), parsed.get(oid)) {
-            (Some((k, d)), _) => ((*k).clone(), (*d).clone()),
-            (None, Some(Ok((k, d)))) => (k.clone(), d.clone()),
-            _ => {
-                bad.push(path);
-                continue;
-            }
+        // Each known entry is moved out once; a blob at a second path (a copy of a file, and so a
+        // duplicate key) is parsed again.
+        let entry = match known.remove(oid) {
+            Some(entry) => Ok(entry),
+            None => match parsed.get(oid) {
+                Some(Ok((k, d))) => Ok((k.clone(), d.clone())),
+                Some(Err(())) => Err(()),
+                None => {
+                    let blob = repo.read_blobs(&[oid])?.pop().unwrap_or_default();
+                    crate::yaml::parse(&blob).map(|d| (d.key(), d.digest())).map_err(drop)
+                }
+            },
+        };
+        let Ok((key, digest)) = entry else {
+            bad.push(path);
+            continue;
         };
         let file = GitFile { path: path.clone(), oid: oid.to_owned(), digest };
         if let Some(first) = tree.files.get(&key) {

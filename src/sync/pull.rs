@@ -86,7 +86,7 @@ pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
         phase("rendered");
         let tree = repo.edit_tree(&tip, &edits)?;
         phase("tree written");
-        let written = scan_commit(repo, &tree, req, Some(&git))?;
+        let written = scan_commit(repo, &tree, req, Some(git))?;
         let problems = verify(&plan, &written, &edits, req);
         if !problems.is_empty() {
             return Ok(invalid(report, problems));
