@@ -50,6 +50,18 @@ impl<'de> Deserialize<'de> for Digest {
 }
 
 /// The canonical form of `{"kind": kind, "name": name, "spec": spec}`.
+///
+/// ```
+/// use defsync::digest::{Digest, canonical_definition};
+///
+/// // The contract's "scalar spec" vector.
+/// let canonical = canonical_definition("setting", "retries", &serde_json::json!(3));
+/// assert_eq!(canonical, r#"{"kind":"setting","name":"retries","spec":3}"#);
+/// assert_eq!(
+///     Digest::of_canonical(&canonical).to_string(),
+///     "sha256:3a88a89ffe2303a244a7c42af9322d83c55ec62c7e4d8b7c1846d68d2036ede8"
+/// );
+/// ```
 pub fn canonical_definition(kind: &str, name: &str, spec: &Value) -> String {
     let mut out = String::with_capacity(64);
     out.push_str("{\"kind\":");
