@@ -635,7 +635,8 @@ fn conflict_section(c: &Conflict) -> String {
     if let Some(p) = &c.path {
         let _ = writeln!(s, "- **File:** {}", code_span(&clip(p, 400)));
     }
-    let digest = |d: &Option<crate::digest::Digest>| d.as_ref().map_or("absent".to_owned(), |d| code_span(d.short(12)));
+    let digest =
+        |d: &Option<crate::digest::Digest>| d.as_ref().map_or("absent".to_owned(), |d| code_span(&d.short(12)));
     let _ = writeln!(
         s,
         "- **Digests:** base {}, Git {}, platform {}",

@@ -74,7 +74,7 @@ impl Layout {
             return base.to_owned();
         }
         for len in (8..=64).step_by(4) {
-            let candidate = with_suffix(base, hash.short(len));
+            let candidate = with_suffix(base, &hash.short(len));
             if free(&candidate) {
                 return candidate;
             }

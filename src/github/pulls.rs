@@ -227,7 +227,7 @@ pub fn render_pr_body(b: &PrBody<'_>) -> String {
         out.push_str("| kind | name | file | Git | platform |\n|---|---|---|---|---|\n");
         for c in b.conflicts {
             let digest = |d: &Option<crate::digest::Digest>| match d {
-                Some(d) => code(d.short(12)),
+                Some(d) => code(&d.short(12)),
                 None => "deleted".into(),
             };
             let _ = writeln!(

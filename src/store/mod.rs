@@ -476,7 +476,7 @@ impl Store {
                 continue;
             }
             let row = stmt
-                .query_row(params![p.pid, digest.as_str()], |r| {
+                .query_row(params![p.pid, digest.to_string()], |r| {
                     Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
                 })
                 .optional()?;
@@ -578,7 +578,7 @@ impl Store {
                     message: "cannot delete it: the key does not exist at the head".into(),
                 }),
                 (None, Some(_)) => effective.push(i),
-                (Some(put), current) if current.as_deref() == Some(put.digest.as_str()) => {}
+                (Some(put), current) if current.as_deref() == Some(put.digest.to_string().as_str()) => {}
                 (Some(_), _) => effective.push(i),
             }
         }
@@ -621,8 +621,8 @@ impl Store {
                 let c = &prepared[i];
                 close.execute(params![p.pid, c.kind, c.name, seq])?;
                 if let Some(put) = &c.put {
-                    open.execute(params![p.pid, c.kind, c.name, put.digest.as_str(), put.size, seq])?;
-                    object.execute(params![p.pid, put.digest.as_str(), c.kind, c.name, put.spec_json, put.size])?;
+                    open.execute(params![p.pid, c.kind, c.name, put.digest.to_string(), put.size, seq])?;
+                    object.execute(params![p.pid, put.digest.to_string(), c.kind, c.name, put.spec_json, put.size])?;
                 }
             }
         }
@@ -647,7 +647,7 @@ impl Store {
             let mut remove = tx.prepare_cached("DELETE FROM base WHERE pid = ?1 AND kind = ?2 AND name = ?3")?;
             for c in &prepared {
                 match &c.put {
-                    Some(put) => set.execute(params![p.pid, c.kind, c.name, put.digest.as_str()])?,
+                    Some(put) => set.execute(params![p.pid, c.kind, c.name, put.digest.to_string()])?,
                     None => remove.execute(params![p.pid, c.kind, c.name])?,
                 };
             }
@@ -732,7 +732,7 @@ impl Store {
         };
         for u in &req.base {
             if let Some(d) = &u.digest
-                && !object_exists(&tx, p.pid, d.as_str())?
+                && !object_exists(&tx, p.pid, &d.to_string())?
             {
                 details.push(Detail {
                     kind: u.kind.clone(),
@@ -795,7 +795,7 @@ impl Store {
             let mut remove = tx.prepare_cached("DELETE FROM base WHERE pid = ?1 AND kind = ?2 AND name = ?3")?;
             for u in &req.base {
                 match &u.digest {
-                    Some(d) => set.execute(params![p.pid, u.kind, u.name, d.as_str()])?,
+                    Some(d) => set.execute(params![p.pid, u.kind, u.name, d.to_string()])?,
                     None => remove.execute(params![p.pid, u.kind, u.name])?,
                 };
             }

@@ -247,7 +247,7 @@ async fn conflict_pr_body_explains_each_conflict() {
     assert!(body.contains("`c_17` (seq 17)"), "{body}");
     // Names are in code spans that their own backticks cannot close: no mention, no link.
     assert!(body.contains("``ops `@team` board``"), "{body}");
-    assert!(body.contains(Digest::of_canonical("platform").short(12)));
+    assert!(body.contains(&Digest::of_canonical("platform").short(12)));
 
     let c = gh
         .create_commit(
