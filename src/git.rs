@@ -40,6 +40,21 @@ pub enum TreeEdit {
     Remove { path: String },
 }
 
+/// Changes to a tree whose contents are already in the object store, so a large change never
+/// holds every file in memory at once.
+#[derive(Debug, Clone, Default)]
+pub struct Staged {
+    /// Paths (relative to the repository root) and the blobs to put there.
+    pub writes: Vec<(String, Oid)>,
+    pub removes: Vec<String>,
+}
+
+impl Staged {
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.removes.is_empty()
+    }
+}
+
 /// The identity of an author or committer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -307,7 +322,7 @@ impl Repo {
     }
 
     /// Writes blobs into the object store and returns their names, in order.
-    fn write_blobs(&self, contents: &[&[u8]]) -> Result<Vec<Oid>> {
+    pub fn write_blobs(&self, contents: &[&[u8]]) -> Result<Vec<Oid>> {
         if contents.is_empty() {
             return Ok(Vec::new());
         }
@@ -339,8 +354,8 @@ impl Repo {
         Ok(PathBuf::from(dir.trim_end_matches(['\n', '\r'])))
     }
 
-    /// The tree of `base` with `edits` applied, written to the object store. Nothing else moves.
-    pub fn edit_tree(&self, base: &str, edits: &[TreeEdit]) -> Result<Oid> {
+    /// The tree of `base` with `staged` applied, written to the object store. Nothing else moves.
+    pub fn stage_tree(&self, base: &str, staged: &Staged) -> Result<Oid> {
         let git_dir = self.git_dir()?;
         let index = tempfile::Builder::new()
             .prefix("defsync-index-")
@@ -353,25 +368,13 @@ impl Repo {
             c
         };
         self.output(with_index(&["read-tree", base]))?;
-        let writes: Vec<&[u8]> = edits
-            .iter()
-            .filter_map(|e| match e {
-                TreeEdit::Write { content, .. } => Some(content.as_slice()),
-                TreeEdit::Remove { .. } => None,
-            })
-            .collect();
-        let mut oids = self.write_blobs(&writes)?.into_iter();
         let mut info = Vec::new();
-        for edit in edits {
-            match edit {
-                TreeEdit::Write { path, .. } => {
-                    let oid = oids.next().expect("one oid per write");
-                    info.extend_from_slice(format!("100644 {oid}\t{path}").as_bytes());
-                }
-                TreeEdit::Remove { path } => {
-                    info.extend_from_slice(format!("0 {}\t{path}", "0".repeat(40)).as_bytes());
-                }
-            }
+        for (path, oid) in &staged.writes {
+            info.extend_from_slice(format!("100644 {oid}\t{path}").as_bytes());
+            info.push(0);
+        }
+        for path in &staged.removes {
+            info.extend_from_slice(format!("0 {}\t{path}", "0".repeat(40)).as_bytes());
             info.push(0);
         }
         self.run_with_input(with_index(&["update-index", "-z", "--index-info"]), &info)?;

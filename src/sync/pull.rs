@@ -1,12 +1,10 @@
 //! `defsync pull`: bring the platform's head into the branch.
 
-use std::collections::HashMap;
-
 use super::*;
-use crate::git::{PushOutcome, TreeEdit};
+use crate::git::{PushOutcome, Staged, TreeEdit};
 use crate::github::{CommitVia, Delivery};
 use crate::layout::Layout;
-use crate::plan::{Action, Mode};
+use crate::plan::Mode;
 use crate::report::PullRequestRef;
 use crate::report::{Change, Op, Side, Status};
 
@@ -36,37 +34,44 @@ pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
         }
         let plan = crate::plan::plan(Mode::Pull, req.direction, req.prefer, &state.base, &git.files, &state.manifest);
 
-        // Fetch what the run writes, and the platform's side of every conflict for the report.
-        let needed: Vec<&Key> = plan
-            .items
-            .iter()
-            .filter(|i| matches!(i.action, Action::WriteGit(Some(_))) || i.was_conflict || i.action == Action::Conflict)
-            .map(|i| &i.key)
-            .collect();
-        phase("planned");
+        // The platform's side of every conflict, for the report; what the run writes is fetched
+        // later, in batches, as it is staged.
+        let conflicts = conflict_items(&plan);
+        let needed: Vec<&Key> = conflicts.iter().map(|i| &i.key).collect();
         let (objects, bad) = fetch_objects(platform, req, &state, &needed).await?;
         if !bad.is_empty() {
             return Ok(invalid(report, bad));
         }
         report.conflicts.clear();
-        report_conflicts(&mut report, repo, req, &conflict_items(&plan), &git, &objects, resolution_of)?;
+        report_conflicts(&mut report, repo, req, &conflicts, &git, &objects, resolution_of)?;
+        drop(objects);
         if plan.has_unresolved() {
             report.status = Status::Conflict;
             return Ok(report);
         }
 
-        phase("fetched objects");
-        let (edits, changes) = edits_for(&plan, &git, &objects, req);
-        report.changes = changes;
+        phase("conflicts read");
         if req.dry_run {
+            report.changes = planned_changes(&plan, &git, req);
             report.status = Status::DryRun;
             return Ok(report);
         }
         let deferred: Vec<(Key, Option<Digest>, Option<Digest>)> =
             plan.deferred().map(|(i, d)| (i.key.clone(), i.platform.clone(), d.clone())).collect();
 
+        // Stage what the run writes: fetched, checked and rendered in batches, each written to
+        // Git's object store at once, so even a first pull of 100,000 definitions holds only a
+        // batch in memory. Deliveries through GitHub's API keep the contents, to send inline.
+        let keep_contents = req.commit_via == CommitVia::Api;
+        let (staged, api_edits, changes) = match stage(repo, platform, req, &state, &plan, &git, keep_contents).await? {
+            Ok(staged) => staged,
+            Err(bad) => return Ok(invalid(report, bad)),
+        };
+        report.changes = changes;
+        phase("staged");
+
         let through_pr = req.delivery == Delivery::PullRequest;
-        if edits.is_empty() && through_pr {
+        if staged.is_empty() && through_pr {
             // The platform equals the target branch again: the pull request has nothing left.
             let (gh, name) = github(req)?;
             if let Some(number) = gh.close_pr_and_delete_branch(&name, &req.pr_branch).await.map_err(gh_error)? {
@@ -75,7 +80,7 @@ pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
             report.status = Status::InSync;
             return Ok(report);
         }
-        if edits.is_empty() {
+        if staged.is_empty() {
             // Nothing to write; still repair the base of agreeing keys and record deferrals.
             send_agreement(platform, req, &git.files, &state, &deferred, state.head.as_ref(), Some(&tip)).await?;
             report.status = if deferred.is_empty() { Status::InSync } else { Status::Changed };
@@ -84,16 +89,16 @@ pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
 
         // Build the tree, then read it back before anything is committed.
         phase("rendered");
-        let tree = repo.edit_tree(&tip, &edits)?;
+        let tree = repo.stage_tree(&tip, &staged)?;
         phase("tree written");
         let written = scan_commit(repo, &tree, req, Some(git))?;
-        let problems = verify(&plan, &written, &edits, req);
+        let problems = verify(&plan, &written, &staged, req);
         if !problems.is_empty() {
             return Ok(invalid(report, problems));
         }
         let message = commit_message(req, &state, &report.changes);
         phase("verified");
-        let commit = match deliver(repo, req, &tip, &tree, &edits, &message, &state, &report).await? {
+        let commit = match deliver(repo, req, &tip, &tree, &api_edits, &message, &state, &report).await? {
             Delivered::Branch(commit) => commit,
             Delivered::BranchMoved => {
                 tracing::info!("branch {} moved while pulling; re-planning on its new tip", req.branch);
@@ -315,56 +320,93 @@ async fn check_requested_commit(platform: &Platform, req: &Request, state: &Plat
     }
 }
 
-/// The tree edits and report lines of a plan's writes.
-fn edits_for(
+/// Where a planned write goes, and its report line: the file the key already has, or a new
+/// default path.
+fn place(
+    item: &Item,
+    digest: &Option<Digest>,
+    git: &Tree,
+    layout: &mut Layout,
+    req: &Request,
+) -> Option<(Change, String)> {
+    let existing = git.files.get(&item.key);
+    let (op, rel) = match (digest, existing) {
+        (None, Some(f)) => (Op::Delete, f.path.clone()),
+        (None, None) => return None,
+        (Some(_), Some(f)) => (Op::Update, f.path.clone()),
+        (Some(_), None) => (Op::Add, layout.place(&item.key)),
+    };
+    let path = req.repo_path(&rel);
+    let change = Change {
+        side: Side::Git,
+        op,
+        kind: item.key.kind.clone(),
+        name: item.key.name.clone(),
+        path: Some(path.clone()),
+    };
+    Some((change, path))
+}
+
+/// The report lines of a plan's writes, for a dry run (nothing is fetched).
+fn planned_changes(plan: &crate::plan::Plan, git: &Tree, req: &Request) -> Vec<Change> {
+    let mut layout = Layout::new(git.all_paths.iter().map(String::as_str));
+    plan.writes().filter_map(|(item, digest)| place(item, digest, git, &mut layout, req)).map(|(c, _)| c).collect()
+}
+
+/// Fetches, checks and renders the plan's writes in batches, writing each batch's files to the
+/// object store; returns them staged, with their contents too when `keep_contents`, and the
+/// report lines. Invalid platform data is returned as file errors: nothing is committed.
+async fn stage(
+    repo: &Repo,
+    platform: &Platform,
+    req: &Request,
+    state: &PlatformState,
     plan: &crate::plan::Plan,
     git: &Tree,
-    objects: &HashMap<Digest, Definition>,
-    req: &Request,
-) -> (Vec<TreeEdit>, Vec<Change>) {
+    keep_contents: bool,
+) -> Result<std::result::Result<(Staged, Vec<TreeEdit>, Vec<Change>), Vec<FileError>>> {
+    const BATCH: usize = 1000;
     let mut layout = Layout::new(git.all_paths.iter().map(String::as_str));
-    let mut edits = Vec::new();
+    let mut staged = Staged::default();
+    let mut contents_kept = Vec::new();
     let mut changes = Vec::new();
-    for (item, digest) in plan.writes() {
-        let existing = git.files.get(&item.key);
-        let (op, rel) = match (digest, existing) {
-            (None, Some(f)) => {
-                edits.push(TreeEdit::Remove { path: req.repo_path(&f.path) });
-                (Op::Delete, f.path.clone())
+    let writes: Vec<(&Item, &Option<Digest>)> = plan.writes().collect();
+    for batch in writes.chunks(BATCH) {
+        let keys: Vec<&Key> = batch.iter().filter(|(_, d)| d.is_some()).map(|(i, _)| &i.key).collect();
+        let (objects, bad) = fetch_objects(platform, req, state, &keys).await?;
+        if !bad.is_empty() {
+            return Ok(Err(bad));
+        }
+        let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+        for (item, digest) in batch {
+            let Some((change, path)) = place(item, digest, git, &mut layout, req) else { continue };
+            match digest {
+                Some(d) => files.push((path.clone(), crate::yaml::render(&objects[d]).into_bytes())),
+                None => {
+                    if keep_contents {
+                        contents_kept.push(TreeEdit::Remove { path: path.clone() });
+                    }
+                    staged.removes.push(path);
+                }
             }
-            (None, None) => continue,
-            (Some(d), existing) => {
-                let def = &objects[d];
-                let rel = existing.map_or_else(|| layout.place(&item.key), |f| f.path.clone());
-                edits.push(TreeEdit::Write {
-                    path: req.repo_path(&rel),
-                    content: crate::yaml::render(def).into_bytes(),
-                });
-                (if existing.is_some() { Op::Update } else { Op::Add }, rel)
+            changes.push(change);
+        }
+        let oids = repo.write_blobs(&files.iter().map(|(_, c)| c.as_slice()).collect::<Vec<_>>())?;
+        for ((path, content), oid) in files.into_iter().zip(oids) {
+            if keep_contents {
+                contents_kept.push(TreeEdit::Write { path: path.clone(), content });
             }
-        };
-        changes.push(Change {
-            side: Side::Git,
-            op,
-            kind: item.key.kind.clone(),
-            name: item.key.name.clone(),
-            path: Some(req.repo_path(&rel)),
-        });
+            staged.writes.push((path, oid));
+        }
     }
-    (edits, changes)
+    Ok(Ok((staged, contents_kept, changes)))
 }
 
 /// Checks the written tree: every key written reads back with the platform's digest at the path
 /// it was written to, every deleted key is gone, and no file is bad.
-fn verify(plan: &crate::plan::Plan, written: &Tree, edits: &[TreeEdit], req: &Request) -> Vec<FileError> {
+fn verify(plan: &crate::plan::Plan, written: &Tree, staged: &Staged, req: &Request) -> Vec<FileError> {
     let mut problems = written.errors.clone();
-    let written_paths: std::collections::HashSet<&str> = edits
-        .iter()
-        .filter_map(|e| match e {
-            TreeEdit::Write { path, .. } => Some(path.as_str()),
-            TreeEdit::Remove { .. } => None,
-        })
-        .collect();
+    let written_paths: std::collections::HashSet<&str> = staged.writes.iter().map(|(p, _)| p.as_str()).collect();
     for (item, digest) in plan.writes() {
         let found = written.files.get(&item.key);
         let ok = match (digest, found) {
