@@ -166,7 +166,7 @@ pub fn run(cli: Cli) -> i32 {
                 Ok(()) => crate::error::exit::OK,
                 Err(e) => {
                     eprintln!("error: {}", crate::output::data(&format!("{e:#}")));
-                    crate::error::exit::FAILURE
+                    e.downcast_ref::<crate::error::Error>().map_or(crate::error::exit::FAILURE, |e| e.exit_code())
                 }
             },
             Command::Dashboard(args) => one_line(dashboard::run(&args).await),

@@ -141,13 +141,16 @@ impl ServeArgs {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let keys = args.all_keys();
+    // Configuration errors are typed, so they exit 2 like every other configuration error.
+    let config = |e: String| anyhow::Error::from(crate::error::Error::Config(e));
     if keys.is_empty() {
-        anyhow::bail!(
+        return Err(config(
             "defsync serve needs at least one API key: give --key <key> (repeatable) or set \
              DEFSYNC_SERVER_KEYS=<key1>,<key2>; clients then send it as DEFSYNC_API_KEY"
-        );
+                .into(),
+        ));
     }
-    let dispatch = args.dispatch()?;
+    let dispatch = args.dispatch().map_err(|e| config(format!("{e:#}")))?;
     serve(ServeOptions { store: args.store, listen: args.listen, keys, dispatch }).await
 }
 

@@ -579,7 +579,7 @@ fn serve_refuses_to_start_without_a_key() {
         .env_remove("DEFSYNC_SERVER_KEYS")
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2), "a configuration error exits 2");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--key") && stderr.contains("DEFSYNC_SERVER_KEYS"), "{stderr}");
 }
