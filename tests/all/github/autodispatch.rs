@@ -252,6 +252,6 @@ fn a_repository_without_a_token_is_refused_at_start() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "a configuration error exits 2: {stderr}");
     assert!(stderr.contains("no token to dispatch with") && stderr.contains("DEFSYNC_DISPATCH_TOKEN"), "{stderr}");
 }
