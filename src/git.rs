@@ -445,9 +445,31 @@ impl Repo {
     }
 }
 
+/// Removes credentials from every URL in `text` (`https://user:token@host` → `https://***@host`):
+/// Git's messages quote remote URLs, and a remote may carry a token.
+pub fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail.find(|c: char| c.is_whitespace() || c == '/' || c == '\'' || c == '"').unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(userinfo) => {
+                out.push_str("***");
+                out.push_str(&tail[userinfo..end]);
+            }
+            None => out.push_str(&tail[..end]),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn describe_failure(cmd: &Command, stderr: &[u8]) -> String {
-    let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
-    let stderr = String::from_utf8_lossy(stderr);
+    let args: Vec<String> = cmd.get_args().map(|a| redact_urls(&a.to_string_lossy())).collect();
+    let stderr = redact_urls(&String::from_utf8_lossy(stderr));
     let stderr = stderr.trim();
     format!("`git {}` failed: {}", args.join(" "), if stderr.is_empty() { "(no message)" } else { stderr })
 }
@@ -464,5 +486,20 @@ fn push_failure_hint(branch: &str, text: &str) -> String {
     } else {
         "see Git's message"
     };
-    format!("cannot push to branch {branch:?}: {hint}. Git said: {}", text.trim())
+    format!("cannot push to branch {branch:?}: {hint}. Git said: {}", redact_urls(text.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_urls_are_redacted() {
+        let said = "fatal: unable to access 'https://x-access-token:ghs_secret@github.com/acme/i.git/': 403";
+        let shown = redact_urls(said);
+        assert!(!shown.contains("ghs_secret") && !shown.contains("x-access-token"), "{shown}");
+        assert!(shown.contains("https://***@github.com/acme/i.git/"), "{shown}");
+        assert_eq!(redact_urls("no url here"), "no url here");
+        assert_eq!(redact_urls("ssh://git@host/x and https://h/y"), "ssh://***@host/x and https://h/y");
+    }
 }
