@@ -47,7 +47,7 @@ pub enum DashboardAction {
 
 pub async fn run(args: &DashboardArgs) -> Result<String> {
     let project = project(&args.platform)?;
-    let platform = match (&args.action, crate::platform::Location::parse(&args.platform.platform)) {
+    let platform = match (&args.action, crate::cli::sync::location(&args.platform)?) {
         (DashboardAction::CreateProject { .. }, crate::platform::Location::Store(path)) => {
             crate::store::Store::open(&path).map(Platform::Embedded).map_err(|e| Error::Config(format!("{e:#}")))?
         }

@@ -15,18 +15,9 @@ use crate::github::{CommitVia, DEFAULT_API_URL, Delivery, GitHub, GitHubOptions,
 
 #[derive(Debug, Clone, Args)]
 pub struct DoctorArgs {
-    /// The platform: an http(s):// URL, or the path of a local SQLite store.
-    #[arg(long, env = "DEFSYNC_PLATFORM")]
-    pub platform: Option<String>,
-    /// The platform API key.
-    #[arg(long, env = "DEFSYNC_API_KEY", hide_env_values = true, hide = true)]
-    pub api_key: Option<String>,
-    /// The project ID on the platform.
-    #[arg(long, env = "DEFSYNC_PROJECT")]
-    pub project: Option<String>,
-    /// Allow plain http:// to hosts other than loopback.
-    #[arg(long, env = "DEFSYNC_ALLOW_INSECURE_HTTP")]
-    pub allow_insecure_http: bool,
+    /// The platform, its key and the project, exactly as a sync takes them.
+    #[command(flatten)]
+    pub platform: PlatformArgs,
     /// The repository, as owner/name (default: GITHUB_REPOSITORY).
     #[arg(long, env = "DEFSYNC_GITHUB_REPOSITORY")]
     pub repository: Option<String>,
@@ -76,20 +67,13 @@ pub async fn run(args: &DoctorArgs) -> i32 {
 }
 
 async fn platform_checks(args: &DoctorArgs) -> Vec<Check> {
-    let Some(platform) = args.platform.clone().filter(|p| !p.is_empty()) else {
+    let Some(platform) = args.platform.platform.clone().filter(|p| !p.is_empty()) else {
         return vec![
             Check::new("platform", Outcome::Fail, "not configured").fix("pass --platform or set DEFSYNC_PLATFORM"),
         ];
     };
     let mut out = Vec::new();
-    let platform_args = match platform_args(args, &platform) {
-        Ok(p) => p,
-        Err(e) => {
-            out.push(Check::new("platform", Outcome::Fail, e.to_string()));
-            return out;
-        }
-    };
-    let opened = match crate::cli::sync::open_platform(&platform_args) {
+    let opened = match crate::cli::sync::open_platform(&args.platform) {
         Ok(p) => p,
         Err(e) => {
             out.push(Check::new("platform", Outcome::Fail, e.to_string()));
@@ -97,9 +81,10 @@ async fn platform_checks(args: &DoctorArgs) -> Vec<Check> {
         }
     };
     out.push(Check::new("platform", Outcome::Ok, platform_location(&platform)));
-    let key = if args.api_key.as_deref().is_some_and(|k| !k.is_empty()) { "set (not shown)" } else { "not set" };
+    let key =
+        if args.platform.api_key.as_deref().is_some_and(|k| !k.is_empty()) { "set (not shown)" } else { "not set" };
     out.push(Check::new("platform API key", Outcome::Ok, key));
-    let Some(project) = args.project.clone().filter(|p| !p.is_empty()) else {
+    let Some(project) = args.platform.project.clone().filter(|p| !p.is_empty()) else {
         out.push(Check::new("project", Outcome::Fail, "not configured").fix("pass --project or set DEFSYNC_PROJECT"));
         return out;
     };
@@ -117,27 +102,6 @@ async fn platform_checks(args: &DoctorArgs) -> Vec<Check> {
         ),
     }
     out
-}
-
-/// The sync's own platform options, parsed as a sync parses them, so options added there
-/// (with their environment variables) apply here too.
-fn platform_args(args: &DoctorArgs, platform: &str) -> Result<PlatformArgs, clap::Error> {
-    #[derive(clap::Parser)]
-    struct Platform {
-        #[command(flatten)]
-        args: PlatformArgs,
-    }
-    let mut argv = vec!["defsync".to_owned(), "--platform".into(), platform.to_owned()];
-    if let Some(key) = &args.api_key {
-        argv.extend(["--api-key".into(), key.clone()]);
-    }
-    if let Some(project) = &args.project {
-        argv.extend(["--project".into(), project.clone()]);
-    }
-    if args.allow_insecure_http {
-        argv.push("--allow-insecure-http".into());
-    }
-    <Platform as clap::Parser>::try_parse_from(argv).map(|p| p.args)
 }
 
 /// The platform's address without any credentials a URL might carry.

@@ -49,7 +49,7 @@ pub enum Command {
 pub struct PlatformArgs {
     /// The platform: an http(s):// URL, or the path of a local SQLite store.
     #[arg(long, env = "DEFSYNC_PLATFORM")]
-    pub platform: String,
+    pub platform: Option<String>,
     /// The platform API key.
     #[arg(long, env = "DEFSYNC_API_KEY", hide_env_values = true, hide = true)]
     pub api_key: Option<String>,

@@ -39,7 +39,7 @@ pub async fn run(which: Which, args: &SyncArgs) -> Result<Report> {
 }
 
 pub fn open_platform(args: &PlatformArgs) -> Result<Platform> {
-    let location = Location::parse(&args.platform);
+    let location = location(args)?;
     let options = crate::api::client::ClientOptions {
         api_key: args.api_key.clone().filter(|k| !k.is_empty()),
         allow_insecure_http: args.allow_insecure_http,
@@ -56,6 +56,18 @@ pub fn open_platform(args: &PlatformArgs) -> Result<Platform> {
         )));
     }
     Platform::open(&location, options).map_err(|e| Error::Config(format!("{e:#}")))
+}
+
+/// Where `--platform` points; it is required by every command that talks to a platform.
+pub fn location(args: &PlatformArgs) -> Result<Location> {
+    let given = args.platform.as_deref().filter(|p| !p.is_empty()).ok_or_else(|| {
+        Error::Config(
+            "no platform: pass --platform or set DEFSYNC_PLATFORM (an http(s):// URL, or the path of a store; \
+             the action's platform-url input)"
+                .into(),
+        )
+    })?;
+    Ok(Location::parse(given))
 }
 
 pub fn project(args: &PlatformArgs) -> Result<String> {

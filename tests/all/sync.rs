@@ -648,3 +648,11 @@ fn the_human_report_reads_well() {
     assert!(text.lines().all(|l| !l.trim_start().starts_with("::")));
     insta::assert_snapshot!(text);
 }
+
+#[test]
+fn a_missing_platform_is_a_configuration_error() {
+    let env = Env::new();
+    let r = env.defsync_in(&env.work, &["pull"], &[("DEFSYNC_PLATFORM", "")]);
+    assert_eq!(r.code, 2, "{r:#?}");
+    assert!(r.stderr.contains("no platform") && r.stderr.contains("DEFSYNC_PLATFORM"), "{}", r.stderr);
+}
