@@ -636,3 +636,20 @@ fn invalid(mut report: Report, errors: Vec<FileError>) -> Report {
     report.changes.clear();
     report
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_roots_are_normalised_and_stay_in_the_work_tree() {
+        for (given, want) in [(".", "."), ("", "."), ("platform/", "platform"), ("./a/../b//c", "b/c"), ("a\\b", "a/b")]
+        {
+            assert_eq!(normalize_path(given).unwrap(), want, "{given:?}");
+        }
+        for bad in ["/abs", "\\abs", "C:/x", "..", "a/../../b", ".git", ".GIT/hooks", "./.git/x"] {
+            let e = normalize_path(bad).unwrap_err();
+            assert_eq!(e.exit_code(), crate::error::exit::USAGE, "{bad:?}: {e}");
+        }
+    }
+}
