@@ -292,7 +292,7 @@ pub fn code_span(s: &str) -> String {
 }
 
 /// A code span for a GFM table cell: the table splits cells on `|` before it sees code spans.
-fn cell(s: &str) -> String {
+pub fn cell(s: &str) -> String {
     code_span(s).replace('|', "\\|")
 }
 

@@ -5,6 +5,7 @@
 //! updated. Opening a PR is not safe to repeat, so after an unclear outcome defsync looks for
 //! the PR before anything else.
 
+use crate::actions::{cell, code_span};
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -202,15 +203,15 @@ pub struct PrBody<'a> {
 /// mention people nor make links.
 pub fn render_pr_body(b: &PrBody<'_>) -> String {
     let mut out = String::new();
-    let _ = write!(out, "defsync brings project {} from the platform", code(b.project));
+    let _ = write!(out, "defsync brings project {} from the platform", code_span(b.project));
     if let Some(c) = b.platform_commit {
-        let _ = write!(out, " at commit {} (seq {})", code(&c.id), c.seq);
+        let _ = write!(out, " at commit {} (seq {})", code_span(&c.id), c.seq);
     }
-    let _ = writeln!(out, " into {}.", code(b.target_branch));
+    let _ = writeln!(out, " into {}.", code_span(b.target_branch));
     if let Some(r) = b.requested_commit
         && b.platform_commit.is_none_or(|c| c.id != r)
     {
-        let _ = writeln!(out, "\nRequested by platform commit {}.", code(r));
+        let _ = writeln!(out, "\nRequested by platform commit {}.", code_span(r));
     }
     if !b.conflicts.is_empty() {
         let _ = writeln!(
@@ -227,15 +228,15 @@ pub fn render_pr_body(b: &PrBody<'_>) -> String {
         out.push_str("| kind | name | file | Git | platform |\n|---|---|---|---|---|\n");
         for c in b.conflicts {
             let digest = |d: &Option<crate::digest::Digest>| match d {
-                Some(d) => code(&d.short(12)),
+                Some(d) => cell(&d.short(12)),
                 None => "deleted".into(),
             };
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {} | {} |",
-                code(&c.kind),
-                code(&c.name),
-                c.path.as_deref().map(code).unwrap_or_default(),
+                cell(&c.kind),
+                cell(&c.name),
+                c.path.as_deref().map(cell).unwrap_or_default(),
                 digest(&c.git),
                 digest(&c.platform)
             );
@@ -252,9 +253,9 @@ pub fn render_pr_body(b: &PrBody<'_>) -> String {
             };
             let row = format!(
                 "| {op} | {} | {} | {} |\n",
-                code(&c.kind),
-                code(&c.name),
-                c.path.as_deref().map(code).unwrap_or_default()
+                cell(&c.kind),
+                cell(&c.name),
+                c.path.as_deref().map(cell).unwrap_or_default()
             );
             if out.len() + rows.len() + row.len() > MAX_BODY_CHARS - 200 {
                 let _ = writeln!(rows, "\n… and {} more changes.", b.changes.len() - i);
@@ -268,26 +269,9 @@ pub fn render_pr_body(b: &PrBody<'_>) -> String {
     out
 }
 
-/// A Markdown code span that holds any text: a fence longer than any backtick run inside.
-fn code(s: &str) -> String {
-    let s = s.replace(['\n', '\r', '|'], " ");
-    let longest = s.split(|c| c != '`').map(str::len).max().unwrap_or(0);
-    let fence = "`".repeat(longest + 1);
-    let pad = if s.starts_with('`') || s.ends_with('`') { " " } else { "" };
-    format!("{fence}{pad}{s}{pad}{fence}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn code_spans_hold_backticks_and_mentions() {
-        assert_eq!(code("a"), "`a`");
-        assert_eq!(code("a`b"), "``a`b``");
-        assert_eq!(code("`x"), "`` `x ``");
-        assert_eq!(code("@team|x"), "`@team x`");
-    }
 
     #[test]
     fn pr_branch_names_are_ref_safe() {

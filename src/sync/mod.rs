@@ -107,6 +107,24 @@ fn link_text(repository: &str, git_ref: &str, path: &str, direction: Direction) 
     format!("repository {repository}, ref {git_ref}, path {path}, direction {}", direction.as_str())
 }
 
+/// Refuses `command` on a link whose one-way `direction` never lets it write.
+fn refuse_one_way(req: &Request, command: &str, direction: Direction, other: &str) -> Result<()> {
+    if req.direction != direction {
+        return Ok(());
+    }
+    let (source, target) = if direction == Direction::GitToPlatform {
+        ("the platform", "the branch")
+    } else {
+        ("the branch", "the platform")
+    };
+    Err(Error::Config(format!(
+        "{command} is refused: project {:?} is linked with direction {}, so {source} never writes to {target}. \
+         Use `defsync {other}`, or move the link with `defsync link --direction bidirectional`",
+        req.project,
+        direction.as_str()
+    )))
+}
+
 /// Normalises a sync root given by the user: relative, inside the work tree, not in `.git`.
 pub fn normalize_path(path: &str) -> Result<String> {
     let bad = |why: &str| {

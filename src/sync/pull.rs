@@ -10,13 +10,7 @@ use crate::report::{Change, Op, Side, Status};
 
 pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Report> {
     let mut report = req.new_report("pull");
-    if req.direction == Direction::GitToPlatform {
-        return Err(Error::Config(format!(
-            "pull is refused: project {:?} is linked with direction git-to-platform, so the platform never writes to the branch. \
-             Use `defsync push`, or move the link with `defsync link --direction bidirectional`",
-            req.project
-        )));
-    }
+    refuse_one_way(req, "pull", Direction::GitToPlatform, "push")?;
     check_no_symlink_on_path(repo, &req.path)?;
     let started = std::time::Instant::now();
     let phase = |name: &str| tracing::debug!("{name} at {} ms", started.elapsed().as_millis());

@@ -10,13 +10,7 @@ pub const MAX_COMMIT_BODY: usize = 32 * 1024 * 1024;
 
 pub async fn push(repo: &Repo, platform: &Platform, req: &Request) -> Result<Report> {
     let mut report = req.new_report("push");
-    if req.direction == Direction::PlatformToGit {
-        return Err(Error::Config(format!(
-            "push is refused: project {:?} is linked with direction platform-to-git, so the branch never writes to the platform. \
-             Use `defsync pull`, or move the link with `defsync link --direction bidirectional`",
-            req.project
-        )));
-    }
+    refuse_one_way(req, "push", Direction::PlatformToGit, "pull")?;
     for _attempt in 1..=MAX_ATTEMPTS {
         // Plan on the fetched tip, never on the work tree or an older checkout: an old or re-run
         // push workflow therefore never sends old content.
