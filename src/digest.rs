@@ -166,7 +166,12 @@ fn write_number(out: &mut String, n: &serde_json::Number) {
 }
 
 /// ECMAScript's `Number.prototype.toString` for finite doubles (ECMA-262 §6.1.6.1.20), built on
-/// Rust's shortest round-trip digits.
+/// Ryu's shortest round-trip digits.
+///
+/// Ryu, like ECMAScript, picks the digits closest to the exact value when several shortest
+/// strings read back to the same double, and the even one on a tie. Rust's own `{:e}` does not:
+/// it prints 840639973365374.25 as `840639973365374.3` where ECMAScript prints `…374.2`, and
+/// an RFC 8785 digest taken by another implementation would then differ.
 pub fn write_f64(out: &mut String, f: f64) {
     if f == 0.0 {
         out.push('0'); // covers -0 too
@@ -180,13 +185,8 @@ pub fn write_f64(out: &mut String, f: f64) {
     if f < 0.0 {
         out.push('-');
     }
-    // `{:e}` gives the shortest digits that round-trip, as "d.ddde±x".
-    let sci = format!("{:e}", f.abs());
-    let (mantissa, exp) = sci.split_once('e').expect("LowerExp always has an exponent");
-    let exp: i32 = exp.parse().expect("LowerExp exponent is an integer");
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let (digits, n) = shortest_digits(f.abs());
     let k = digits.len() as i32;
-    let n = exp + 1; // value = 0.digits × 10^n
     if k <= n && n <= 21 {
         out.push_str(&digits);
         out.extend(std::iter::repeat_n('0', (n - k) as usize));
@@ -208,6 +208,24 @@ pub fn write_f64(out: &mut String, f: f64) {
         out.push(if n > 0 { '+' } else { '-' });
         let _ = write!(out, "{}", (n - 1).abs());
     }
+}
+
+/// The shortest decimal digits of a finite, positive `f` (no leading or trailing zeros) and `n`
+/// such that `f` = 0.digits × 10^n.
+fn shortest_digits(f: f64) -> (String, i32) {
+    let mut buffer = ryu::Buffer::new();
+    // Ryu writes `1.0`, `1.5e-7`, `1e16` or `123.45`: a mantissa and an optional exponent.
+    let text = buffer.format_finite(f);
+    let (mantissa, exp) = match text.split_once('e') {
+        Some((m, e)) => (m, e.parse::<i32>().expect("Ryu's exponent is an integer")),
+        None => (text, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all = format!("{int}{frac}");
+    let leading = all.len() - all.trim_start_matches('0').len();
+    let digits = all.trim_matches('0').to_owned();
+    let n = int.len() as i32 - leading as i32 + exp;
+    (digits, n)
 }
 
 #[cfg(test)]
@@ -238,6 +256,10 @@ mod tests {
             (4.35, "4.35"),
             (0.000001234, "0.000001234"),
             (1234567890123456800000.0, "1.2345678901234568e+21"),
+            // A tie between two shortest strings: ECMAScript takes the even digit.
+            (840639973365374.25, "840639973365374.2"),
+            (0.001, "0.001"),
+            (100.0, "100"),
         ];
         for (f, want) in cases {
             assert_eq!(es(f), want, "{f:e}");

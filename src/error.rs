@@ -35,6 +35,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_) => exit::USAGE,
+            Error::Platform(e) if matches!(**e, crate::platform::PlatformError::InvalidDefinition(_)) => exit::INVALID,
             _ => exit::FAILURE,
         }
     }

@@ -106,17 +106,25 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The message for a spec nested deeper than [`MAX_DEPTH`], the same on every side.
+pub fn too_deep() -> String {
+    format!("spec is nested more than {MAX_DEPTH} levels deep (arrays and objects): flatten it")
+}
+
 fn is_control(c: char) -> bool {
     matches!(c as u32, 0x00..=0x1F | 0x7F..=0x9F)
 }
 
-/// Nesting deeper than this is refused: it guards the recursive canonicaliser and renderer.
-pub const MAX_DEPTH: usize = 128;
+/// How many levels a spec may nest (contract v1.1): each array or object opens one. Every side
+/// applies the same limit, so nothing is accepted on one side and refused on the other; it also
+/// keeps a whole request body within serde_json's recursion limit of 128.
+pub const MAX_DEPTH: usize = 64;
 
-/// `spec` must be I-JSON: finite numbers, integers within ±(2^53 − 1).
+/// `spec` must be I-JSON: finite numbers, integers within ±(2^53 − 1), at most [`MAX_DEPTH`]
+/// levels of arrays and objects. `depth` is the number of arrays and objects around `value`.
 pub fn validate_spec(value: &Value, depth: usize) -> Result<(), String> {
-    if depth > MAX_DEPTH {
-        return Err(format!("spec is nested more than {MAX_DEPTH} levels deep"));
+    if matches!(value, Value::Array(_) | Value::Object(_)) && depth >= MAX_DEPTH {
+        return Err(too_deep());
     }
     match value {
         Value::Number(n) => {

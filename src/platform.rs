@@ -21,6 +21,10 @@ pub enum PlatformError {
     /// The platform answered with data that breaks the contract.
     #[error("the platform sent invalid data: {0}")]
     Invalid(String),
+    /// The platform sent definitions that break contract part 1 in a way that stops the whole
+    /// answer from being read (nested beyond any limit): exit 4, like an invalid definition.
+    #[error("the platform sent an invalid definition: {0}")]
+    InvalidDefinition(String),
 }
 
 impl From<ApiError> for PlatformError {

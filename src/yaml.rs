@@ -52,8 +52,9 @@ fn options(max_spec_depth: usize) -> serde_saphyr::Options {
         max_anchors: 10_000,
         max_recorded_anchor_events: 500_000,
         max_recorded_anchor_bytes: 8 * 1024 * 1024,
-        // The top-level mapping plus `max_spec_depth + 1` levels of spec. It protects the
-        // parser's and our stacks; the exact limit is the visitors' and `validate`'s.
+        // The top-level mapping, `max_spec_depth` levels of spec and one to spare, so that the
+        // visitors, which apply the exact rule, refuse first. It protects the parser's and our
+        // stacks.
         max_depth: max_spec_depth + 2,
         // The parser itself does not recurse: its own limit can stay at the contract's.
         flow_nesting_limit: MAX_DEPTH + 2,
@@ -727,13 +728,6 @@ impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        // The same rule as `model::validate_spec`, checked early to stop deep input cheaply.
-        // The same rule as `model::validate_spec`. Checked here too, because aliases replay
-        // nodes without the parser's depth budget seeing them.
-        if self.depth > self.ctx.max_depth {
-            self.ctx.too_deep.set(true);
-            return Err(de::Error::custom(format!("spec is nested more than {MAX_DEPTH} levels deep: flatten it")));
-        }
         d.deserialize_any(self)
     }
 }
@@ -741,6 +735,17 @@ impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
 impl ValueSeed<'_> {
     fn child(&self) -> Self {
         ValueSeed { ctx: self.ctx, depth: self.depth + 1 }
+    }
+
+    /// The rule of `model::validate_spec`, checked as each array or mapping opens, before its
+    /// children are read: that stops deep input cheaply, and aliases, which replay nodes
+    /// without the parser's depth budget seeing them, are caught too.
+    fn open<E: de::Error>(&self) -> Result<(), E> {
+        if self.depth >= self.ctx.max_depth {
+            self.ctx.too_deep.set(true);
+            return Err(E::custom(model::too_deep()));
+        }
+        Ok(())
     }
 }
 
@@ -825,6 +830,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        self.open()?;
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
         while let Some(item) = seq.next_element_seed(self.child())? {
             items.push(item);
@@ -833,6 +839,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        self.open()?;
         let mut object = Map::new();
         while let Some(key) = map.next_key_seed(KeySeed { top_level: false, taken: &|k| object.contains_key(k) })? {
             if looks_like_radix_int(&key) {
@@ -958,27 +965,26 @@ fn write_number(out: &mut String, n: &Number) {
     }
 }
 
-/// Shortest digits that read back as the same f64, always with a `.` and a signed exponent so
-/// that YAML 1.1 and 1.2 readers alike see a float: `1.0`, `0.1`, `1.0e+21`, `-5.0e-324`.
+/// The contract's number form (ECMAScript's shortest, as in the canonical JSON), made to read as
+/// a float to YAML 1.1 and 1.2 readers alike: `1.5`, `-488.0`, `0.000001`, `1.0e+21`,
+/// `5.0e-324`. Without the `.0`, `-488.0` would read back as an integer (the same digest, but
+/// not what the platform sent) and 1e20 as an integer literal beyond I-JSON's range.
 fn write_float(out: &mut String, f: f64) {
     if !f.is_finite() {
         // Validation refuses these; never write something that reads back as a string.
         out.push_str("null");
         return;
     }
-    let debug = format!("{f:?}");
-    match debug.split_once('e') {
-        None => out.push_str(&debug),
-        Some((mantissa, exponent)) => {
-            out.push_str(mantissa);
-            if !mantissa.contains('.') {
-                out.push_str(".0");
-            }
-            out.push('e');
-            if !exponent.starts_with('-') {
-                out.push('+');
-            }
-            out.push_str(exponent);
+    let start = out.len();
+    if f == 0.0 && f.is_sign_negative() {
+        // The canonical form has no -0, but a file can keep the double the platform sent.
+        out.push('-');
+    }
+    crate::digest::write_f64(out, f);
+    if !out[start..].contains('.') {
+        match out[start..].find('e') {
+            Some(e) => out.insert_str(start + e, ".0"),
+            None => out.push_str(".0"),
         }
     }
 }
@@ -1219,10 +1225,25 @@ mod tests {
     fn deep_nesting_is_refused_without_overflow() {
         let deep = format!("kind: a\nname: b\nspec: {}1{}\n", "[".repeat(5000), "]".repeat(5000));
         assert!(parse(deep.as_bytes()).is_err());
-        let ok = format!("kind: a\nname: b\nspec: {}{}\n", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
-        assert!(parse(ok.as_bytes()).is_ok());
-        let too_deep = format!("kind: a\nname: b\nspec: {}1{}\n", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
-        assert!(parse(too_deep.as_bytes()).is_err());
+        // Contract v1.1: 64 levels, each array or mapping opening one, whatever is inside.
+        let nested = |levels: usize, inner: &str| {
+            format!("kind: a\nname: b\nspec: {}{inner}{}\n", "[".repeat(levels), "]".repeat(levels))
+        };
+        assert!(parse(nested(MAX_DEPTH, "1").as_bytes()).is_ok());
+        assert!(parse(nested(MAX_DEPTH, "").as_bytes()).is_ok());
+        for inner in ["", "1", "{}"] {
+            let e = parse(nested(MAX_DEPTH + 1, inner).as_bytes()).unwrap_err();
+            assert!(e.message.contains("nested more than 64 levels"), "{inner}: {e:?}");
+            assert_eq!(e.line, Some(3), "{inner}: {e:?}");
+        }
+        // Block style, where each level is a line: the error points into the file.
+        let mut block = String::from("kind: a\nname: b\nspec:\n");
+        for level in 0..=MAX_DEPTH {
+            block.push_str(&format!("{}k:\n", "  ".repeat(level + 1)));
+        }
+        let e = parse(block.as_bytes()).unwrap_err();
+        assert!(e.message.contains("nested more than 64 levels"), "{e:?}");
+        assert!(e.line.is_some(), "{e:?}");
         // Aliases nest without the parser's depth budget seeing it.
         let mut chain = String::from("kind: a\nname: b\nspec:\n  x0: &x0 [[[[[[[[[[1]]]]]]]]]]\n");
         for i in 1..16 {

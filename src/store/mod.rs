@@ -9,7 +9,7 @@
 mod clock;
 mod outbox;
 mod schema;
-mod strict;
+pub mod strict;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -233,14 +233,6 @@ fn live_digest(conn: &Connection, pid: i64, kind: &str, name: &str) -> R<Option<
         .prepare_cached("SELECT digest FROM entries WHERE pid = ?1 AND kind = ?2 AND name = ?3 AND to_seq IS NULL")?
         .query_row(params![pid, kind, name], |r| r.get(0))
         .optional()?)
-}
-
-fn object_exists(conn: &Connection, pid: i64, digest: &str) -> R<bool> {
-    Ok(conn
-        .prepare_cached("SELECT 1 FROM objects WHERE pid = ?1 AND digest = ?2")?
-        .query_row(params![pid, digest], |_| Ok(()))
-        .optional()?
-        .is_some())
 }
 
 /// A change of a commit request, checked and hashed before the write lock is taken.
@@ -730,17 +722,8 @@ impl Store {
             }
             None => (current.as_ref().and_then(|r| r.record.commit.clone()), record_seq),
         };
-        for u in &req.base {
-            if let Some(d) = &u.digest
-                && !object_exists(&tx, p.pid, &d.to_string())?
-            {
-                details.push(Detail {
-                    kind: u.kind.clone(),
-                    name: u.name.clone(),
-                    message: format!("digest {d} is not a definition of any commit of this project"),
-                });
-            }
-        }
+        // Contract v1.1: a base digest need not be an object of the project. A push that defers
+        // to the platform records Git's version, which the platform never saw.
         if !details.is_empty() {
             return Err(invalid_details("the base is invalid", details));
         }

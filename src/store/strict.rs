@@ -10,8 +10,24 @@ use serde_json::{Map, Number, Value};
 
 /// Parses `body` as JSON without duplicate keys, then as `T`. The error is a message for people.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
-    let Strict(value) = serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
+    let Strict(value) = serde_json::from_slice(body).map_err(|e| {
+        if is_too_deep(&e) {
+            format!("the body nests more than {BODY_DEPTH} levels: {}", crate::model::too_deep())
+        } else {
+            format!("the body is not valid JSON: {e}")
+        }
+    })?;
     serde_json::from_value(value).map_err(|e| format!("the body does not have the expected form: {e}"))
+}
+
+/// How deep serde_json reads a document before it gives up (its recursion limit). A body whose
+/// specs keep to `model::MAX_DEPTH` stays well within it.
+pub const BODY_DEPTH: usize = 128;
+
+/// True when serde_json stopped because the document nests deeper than [`BODY_DEPTH`].
+pub fn is_too_deep(e: &serde_json::Error) -> bool {
+    // serde_json has no error category for it; its message is stable ("recursion limit exceeded").
+    e.is_syntax() && e.to_string().starts_with("recursion limit exceeded")
 }
 
 struct Strict(Value);

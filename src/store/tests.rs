@@ -299,12 +299,18 @@ fn put_sync_follows_the_contract() {
     assert_eq!((e.status, e.code.as_str()), (409, "sync_regression"));
     let e = s.put_sync(P, Some(&t1.0), &req(Some("c_nope"), false, json!([]))).unwrap_err();
     assert_eq!((e.status, e.code.as_str()), (404, "not_found"));
-    let unknown = digest_of("workflow", "x", json!(0));
+    // Contract v1.1: 422 `invalid` is only for a malformed digest or key.
+    for bad in [json!("sha256:ABC"), json!(format!("sha1:{}", "0".repeat(64))), json!(7)] {
+        let e = s
+            .put_sync(P, Some(&t1.0), &req(None, false, json!([{"kind": "workflow", "name": "x", "digest": bad}])))
+            .unwrap_err();
+        assert_eq!((e.status, e.code.as_str()), (422, "invalid"), "{bad}");
+    }
     let e = s
-        .put_sync(P, Some(&t1.0), &req(None, false, json!([{"kind": "workflow", "name": "x", "digest": unknown}])))
+        .put_sync(P, Some(&t1.0), &req(None, false, json!([{"kind": "Bad Kind", "name": "x", "digest": null}])))
         .unwrap_err();
     assert_eq!((e.status, e.code.as_str()), (422, "invalid"));
-    assert_eq!(e.extra["details"][0]["name"], "x");
+    assert_eq!(e.extra["details"][0]["kind"], "Bad Kind");
     assert_eq!(s.project(P).unwrap().1, t1, "refused requests change nothing");
 
     // Absent commit keeps the record's; null removes a key; entries are applied per key.
@@ -363,26 +369,25 @@ fn stores_survive_reopening() {
 }
 
 /// Large projects: a first commit of 10,000 puts, then a 1000-change commit on top, and the
-/// 10,000-entry manifest, each well under a second in release builds (generous in debug).
+/// 10,000-entry manifests of both. How fast is the benchmark's business (`cargo bench`), not a
+/// test's: a timed test fails on a busy machine and proves nothing on an idle one.
 #[test]
-fn large_commits_and_manifests_are_fast() {
+fn large_commits_and_manifests_are_whole() {
     let (_d, s) = store();
-    let budget = if cfg!(debug_assertions) { 8.0 } else { 1.0 };
     let spec = |i: usize| json!({"steps": [{"id": i, "run": "notify", "with": {"channel": "#deals", "n": i}}]});
-    let started = std::time::Instant::now();
     commit(&s, dashboard(), (0..10_000).map(|i| put("workflow", &format!("w-{i:05}"), spec(i))).collect()).unwrap();
-    let first = started.elapsed().as_secs_f64();
-    let started = std::time::Instant::now();
     let c =
         commit(&s, dashboard(), (0..1000).map(|i| put("workflow", &format!("w-{:05}", i * 7), spec(i + 1))).collect())
             .unwrap();
-    let second = started.elapsed().as_secs_f64();
-    let started = std::time::Instant::now();
-    assert_eq!(s.manifest(P, &c.id).unwrap().entries.len(), 10_000);
+    let head = s.manifest(P, &c.id).unwrap().entries;
+    assert_eq!(head.len(), 10_000);
+    for e in &head {
+        let n: usize = e.name[2..].parse().unwrap();
+        let want = if n % 7 == 0 && n < 7000 { spec(n / 7 + 1) } else { spec(n) };
+        assert_eq!(e.digest, digest_of("workflow", &e.name, want), "{}", e.name);
+    }
     let first_id = s.commits(P, 0, 1).unwrap().commits[0].id.clone();
     assert_eq!(s.manifest(P, &first_id).unwrap().entries.len(), 10_000);
-    let manifests = started.elapsed().as_secs_f64();
-    assert!(first < budget && second < budget && manifests < budget, "{first:.2}s {second:.2}s {manifests:.2}s");
 }
 
 /// The scale the schema is designed for: 100,000 definitions. Ignored by default (it takes a

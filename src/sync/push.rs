@@ -78,17 +78,11 @@ pub async fn push(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
             return Ok(report);
         }
 
-        // A push that prefers the platform would defer by setting the base to Git's digest, but
-        // the contract lets a base name only objects the platform holds, and the platform has
-        // never seen Git's version. So the key is left as it is on the platform (the preferred
-        // side) and reported as deferred; the next pull must prefer the platform too.
-        let deferred: Vec<(Key, Option<Digest>, Option<Digest>)> = Vec::new();
-        for (item, _) in plan.deferred() {
-            tracing::warn!(
-                "{} changed on both sides: the platform's version is kept there; run `defsync pull --on-conflict prefer-platform` to bring it into Git",
-                item.key
-            );
-        }
+        // A push that prefers the platform defers: the base moves to Git's digest (contract
+        // v1.1 allows a digest the platform never saw), so the next pull sees only the platform
+        // changed and writes its version to Git.
+        let deferred: Vec<(Key, Option<Digest>, Option<Digest>)> =
+            plan.deferred().map(|(i, d)| (i.key.clone(), i.platform.clone(), d.clone())).collect();
         if !changes.is_empty() {
             let origin = Origin {
                 kind: OriginType::Git,

@@ -1,8 +1,6 @@
 //! Tests: definition files. YAML parsing and rendering against the contract's vectors, a
 //! round-trip property, pinned renderings, default paths and scanning.
 
-use std::time::{Duration, Instant};
-
 use defsync::layout::Layout;
 use defsync::model::{Definition, Key, MAX_SAFE_INTEGER};
 use defsync::scan::{self, Entry, EntryKind};
@@ -84,10 +82,13 @@ fn invalid_yaml_vectors_are_rejected_where_the_parser_knows() {
     ];
     for case in cases("invalid_yaml") {
         let file = case["file"].as_str().unwrap();
-        let started = Instant::now();
         let e = yaml::parse(file.as_bytes()).expect_err(title(&case));
-        assert!(started.elapsed() < Duration::from_secs(2), "{} took {:?}", title(&case), started.elapsed());
         assert!(!e.message.is_empty());
+        if title(&case).starts_with("alias bomb") {
+            // Stopped by the alias budget before any large value is built, not by running out of
+            // time or memory.
+            assert!(e.message.contains("alias"), "{e:?}");
+        }
         if let Some((_, line)) = lines.iter().find(|(t, _)| title(&case).starts_with(t)) {
             assert_eq!(e.line, *line, "{}: {e:?}", title(&case));
             assert_eq!(e.line.is_some(), e.column.is_some(), "{}: {e:?}", title(&case));
@@ -451,7 +452,7 @@ fn scan_reports_every_bad_file_with_its_location() {
 }
 
 #[test]
-fn scan_of_many_files_is_fast_and_deterministic() {
+fn scan_of_many_files_is_deterministic() {
     let file = |i: usize| {
         let mut text = format!(
             "kind: workflow\nname: flow {i}\nspec:\n  trigger:\n    type: event\n    event: deal.created\n  steps:\n"
@@ -464,13 +465,9 @@ fn scan_of_many_files_is_fast_and_deterministic() {
         (format!("flows/{i:05}.yaml"), text.into_bytes())
     };
     let files: Vec<_> = (0..4000).map(file).collect();
-    let started = Instant::now();
     let scanned = scan::parse_files(files.clone(), "");
-    let elapsed = started.elapsed();
     assert!(scanned.errors.is_empty(), "{:?}", scanned.errors.first());
     assert_eq!(scanned.files.len(), 4000);
-    // Debug builds are much slower than release; this only catches pathologies.
-    assert!(elapsed < Duration::from_secs(30), "{elapsed:?}");
     let mut reversed = files;
     reversed.reverse();
     let again = scan::parse_files(reversed, "");

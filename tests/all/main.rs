@@ -3,6 +3,7 @@
 mod action;
 mod files;
 mod github;
+mod numbers;
 mod proxy;
 mod server;
 mod support;

@@ -422,13 +422,22 @@ async fn the_record_and_the_base() {
     assert_eq!((e.status, e.code.as_str()), (409, "sync_regression"));
     let e = api(c.put_sync(P, &t2, sync_body(Some("c_nope"), false, json!([]))).await.unwrap_err());
     assert_eq!((e.status, e.code.as_str()), (404, "not_found"));
-    let unknown = digest("workflow", "dash", json!(99));
+    let malformed = format!("sha256:{}", "A".repeat(64));
     let e = api(c
-        .put_sync(P, &t2, sync_body(None, false, json!([{"kind": "workflow", "name": "dash", "digest": unknown}])))
+        .put_sync(P, &t2, sync_body(None, false, json!([{"kind": "workflow", "name": "dash", "digest": malformed}])))
         .await
         .unwrap_err());
     assert_eq!((e.status, e.code.as_str()), (422, "invalid"));
     assert_eq!(c.project(P).await.unwrap().1, t2, "refusals change nothing");
+
+    // Contract v1.1: any well-formed digest is a base, even one the platform never held.
+    let unknown = digest("workflow", "dash", json!(99));
+    let (_, t2) = c
+        .put_sync(P, &t2, sync_body(None, false, json!([{"kind": "workflow", "name": "dash", "digest": unknown}])))
+        .await
+        .unwrap();
+    let (base, _) = c.base(P).await.unwrap();
+    assert!(base.entries.iter().any(|e| e.name == "dash" && e.digest == unknown), "{base:?}");
 
     // Agreement on `dash` (an older version is fine: any object of the project), and a removal.
     let dash1 = digest("workflow", "dash", json!(1));
@@ -707,6 +716,24 @@ async fn the_client_checks_what_it_receives() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    // The client passes it on: the sync layer reports it as an invalid definition (exit 4).
+    let got = client(&url, Some(KEY)).batch_get(P, &[(claimed.clone(), 40)]).await.unwrap();
+    assert_eq!(got.objects[0].digest, claimed);
+
+    // JSON nested beyond serde_json's limit: only a spec can be that deep, so it is an invalid
+    // definition (exit 4), not a transport failure.
+    let deep = format!(
+        r#"{{"objects": [{{"digest": "{claimed}", "kind": "workflow", "name": "a", "spec": {}1{}}}], "missing": []}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let app = axum::Router::new().fallback(move || {
+        let deep = deep.clone();
+        async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], deep) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let e = client(&url, Some(KEY)).batch_get(P, &[(claimed, 40)]).await.unwrap_err();
-    assert!(matches!(&e, PlatformError::Invalid(m) if m.contains("workflow/\"a\"")), "{e}");
+    assert!(matches!(&e, PlatformError::InvalidDefinition(m) if m.contains("64 levels")), "{e}");
 }

@@ -88,6 +88,11 @@ impl Env {
         env
     }
 
+    /// An environment on a platform that already holds project `p1` (a stand-in).
+    pub fn on_server_without_project(url: &str, key: &str) -> Env {
+        Env::with_platform(tempfile::tempdir().expect("tempdir"), url.to_owned(), Some(key.to_owned()))
+    }
+
     fn with_platform(dir: tempfile::TempDir, platform: String, key: Option<String>) -> Env {
         let origin = dir.path().join("origin.git");
         let work = dir.path().join("work");

@@ -168,18 +168,21 @@ fn prefer_git_on_pull_defers_to_the_next_push() {
     assert_eq!(env.run("status", &[]).ok().status(), "in_sync");
 }
 
+/// Contract v1.1: the push records the deferral by setting the base to Git's digest, which the
+/// platform never saw. In v1 the platform refused that base, the push reported "deferred" and
+/// `changed` while nothing changed, and the next pull still stopped on the conflict.
 #[test]
-fn prefer_platform_on_push_keeps_the_platform_version() {
+fn prefer_platform_on_push_defers_to_the_next_pull() {
     let (env, seq) = conflicted();
     let r = env.run("push", &["--on-conflict", "prefer-platform"]).ok();
     assert_eq!(r.json()["conflicts"][0]["resolution"], "deferred");
+    assert_eq!(r.status(), "changed", "the base moved");
     assert_eq!(env.platform_head_seq(), seq, "a deferral sends nothing to the platform");
-    // The contract lets a base name only objects the platform holds, so the deferral cannot be
-    // recorded on the platform: the pull that carries the platform's version over must say so.
-    assert_eq!(env.run("pull", &[]).code, 3);
-    let pull = env.run("pull", &["--on-conflict", "prefer-platform"]).ok();
+    let pull = env.run("pull", &[]).ok();
     assert_eq!(pull.changes(), ["git update workflow/notify-on-deal"]);
     assert!(env.read("defs/workflow/notify-on-deal.yaml").contains("retries: 9"));
+    assert_eq!(env.run("push", &[]).ok().status(), "in_sync");
+    assert_eq!(env.run("status", &[]).ok().status(), "in_sync");
 }
 
 #[test]
