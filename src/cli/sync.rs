@@ -1,4 +1,4 @@
-//! `pull`, `push`, `status` and `link`: they share their options, so one file turns those into a
+//! `pull`, `push`, `status` and `link`: they share most options, so one file turns them into a
 //! [`Request`] for the core.
 
 use crate::api::Direction;
@@ -101,9 +101,6 @@ fn request(which: Which, args: &SyncArgs, repo: &Repo) -> Result<Request> {
         }
     };
     let identity = |s: &Option<String>| s.as_deref().filter(|s| !s.is_empty()).map(Identity::parse).transpose();
-    if which != Which::Pull && args.commit.as_deref().is_some_and(|c| !c.is_empty()) {
-        tracing::debug!("--commit only applies to pull; ignored");
-    }
     Ok(Request {
         project: project.clone(),
         path,
@@ -119,6 +116,7 @@ fn request(which: Which, args: &SyncArgs, repo: &Repo) -> Result<Request> {
         prefer: preference(which, args)?,
         dry_run: args.dry_run,
         no_push: args.no_push,
+        // Only pull takes --commit, but a workflow_dispatch event fills it for every command.
         requested_commit: if which == Which::Pull { args.commit.clone().filter(|c| !c.is_empty()) } else { None },
         author: identity(&args.author)?,
         committer: identity(&args.committer)?,
