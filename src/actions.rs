@@ -28,6 +28,7 @@ pub const ENV_READ: &[&str] = &[
     "GITHUB_REPOSITORY",
     "GITHUB_RUN_ID",
     "GITHUB_REF",
+    "GITHUB_HEAD_REF",
     "GITHUB_WORKSPACE",
     "DEFSYNC_LOG",
 ];
@@ -52,6 +53,7 @@ pub struct Runtime {
     event_path: Option<PathBuf>,
     event_name: Option<String>,
     run_url: Option<String>,
+    checked_ref: Option<String>,
 }
 
 /// What a `workflow_dispatch` asked for (its `projectId` and `commitId` inputs).
@@ -84,7 +86,14 @@ impl Runtime {
                 var("GITHUB_REPOSITORY").as_deref(),
                 var("GITHUB_RUN_ID").as_deref(),
             ),
+            checked_ref: checked_ref(var("GITHUB_EVENT_NAME").as_deref(), var("GITHUB_HEAD_REF"), var("GITHUB_REF")),
         })
+    }
+
+    /// The ref this workflow run checked out, for reports. A pull request's checkout is a
+    /// detached merge commit, so its branch is named from the event instead.
+    pub fn checked_ref(&self) -> Option<&str> {
+        self.checked_ref.as_deref()
     }
 
     /// The link to this workflow run, when the runner told us enough to build it.
@@ -152,6 +161,14 @@ fn append(path: &Path, text: &str) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
     f.write_all(text.as_bytes())?;
     f.flush()
+}
+
+/// The pull request's head branch for `pull_request` events (`GITHUB_REF` is then only
+/// `refs/pull/<n>/merge`), else `GITHUB_REF`.
+fn checked_ref(event: Option<&str>, head_ref: Option<String>, git_ref: Option<String>) -> Option<String> {
+    let pr = event.is_some_and(|e| e == "pull_request" || e == "pull_request_target");
+    let head = head_ref.filter(|h| pr && !h.is_empty()).map(|h| format!("refs/heads/{h}"));
+    head.or_else(|| git_ref.filter(|r| !r.is_empty()))
 }
 
 /// `$GITHUB_SERVER_URL/$GITHUB_REPOSITORY/actions/runs/$GITHUB_RUN_ID`, when all three look like
@@ -650,20 +667,26 @@ fn conflict_section(c: &Conflict) -> String {
         Resolution::Deferred => "resolved: the next run in the other direction carries the preferred side over",
     };
     let _ = writeln!(s, "- **Resolution:** {resolution}\n");
-    let diff = match (&c.git_yaml, &c.platform_yaml) {
-        (Some(g), Some(p)) => line_diff(g, p),
-        (Some(g), None) => {
-            s.push_str("Deleted on the platform; the Git version:\n\n");
-            prefixed(g, '-')
-        }
-        (None, Some(p)) => {
-            s.push_str("Deleted in Git; the platform's version:\n\n");
-            prefixed(p, '+')
-        }
-        (None, None) => return s,
+    let Some((note, diff)) = conflict_diff(c) else {
+        return s;
     };
+    if let Some(note) = note {
+        let _ = writeln!(s, "{note}:\n");
+    }
     s.push_str(&fenced(&diff, "diff"));
     s
+}
+
+/// A conflict's two versions as a unified diff from the Git version (`-`) to the platform's
+/// (`+`), with a note when one side deleted the key; `None` when neither version is known. The
+/// job summary and the human log both show this one diff.
+pub fn conflict_diff(c: &Conflict) -> Option<(Option<&'static str>, String)> {
+    match (&c.git_yaml, &c.platform_yaml) {
+        (Some(g), Some(p)) => Some((None, line_diff(g, p))),
+        (Some(g), None) => Some((Some("Deleted on the platform; the Git version"), prefixed(g, '-'))),
+        (None, Some(p)) => Some((Some("Deleted in Git; the platform's version"), prefixed(p, '+'))),
+        (None, None) => None,
+    }
 }
 
 fn prefixed(text: &str, mark: char) -> String {
@@ -796,6 +819,20 @@ mod tests {
         assert_eq!(code_span("a\n\n<img src=x>"), "`a\\n\\n<img src=x>`");
         assert_eq!(code_span(""), "` `");
         assert_eq!(cell("a|b"), "`a\\|b`");
+    }
+
+    #[test]
+    fn a_pull_request_check_names_its_head_branch() {
+        let (head, merge) = (Some("feature/x".to_owned()), Some("refs/pull/7/merge".to_owned()));
+        assert_eq!(
+            checked_ref(Some("pull_request"), head.clone(), merge.clone()).as_deref(),
+            Some("refs/heads/feature/x")
+        );
+        assert_eq!(checked_ref(Some("pull_request_target"), head, merge).as_deref(), Some("refs/heads/feature/x"));
+        let main = Some("refs/heads/main".to_owned());
+        assert_eq!(checked_ref(Some("push"), Some(String::new()), main.clone()).as_deref(), Some("refs/heads/main"));
+        assert_eq!(checked_ref(Some("pull_request"), Some(String::new()), main).as_deref(), Some("refs/heads/main"));
+        assert_eq!(checked_ref(None, None, None), None);
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub enum Error {
     /// The platform refused or failed a request (exit 1).
     #[error("platform: {0}")]
     Platform(Box<crate::platform::PlatformError>),
+    /// Definitions given to a command are invalid, such as two files with one key (exit 4).
+    #[error("{0}")]
+    Invalid(String),
     /// A Git command failed (exit 1).
     #[error("git: {0}")]
     Git(String),
@@ -36,6 +39,7 @@ impl Error {
         match self {
             Error::Config(_) => exit::USAGE,
             Error::Platform(e) if matches!(**e, crate::platform::PlatformError::InvalidDefinition(_)) => exit::INVALID,
+            Error::Invalid(_) => exit::INVALID,
             _ => exit::FAILURE,
         }
     }

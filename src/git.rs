@@ -172,7 +172,26 @@ impl Repo {
     }
 
     pub fn rev_parse(&self, rev: &str) -> Result<Oid> {
-        Ok(self.run(["rev-parse", "--verify", "--quiet", &format!("{rev}^{{commit}}")])?.trim().to_owned())
+        match self.run(["rev-parse", "--verify", "--quiet", &format!("{rev}^{{commit}}")]) {
+            Ok(out) => Ok(out.trim().to_owned()),
+            Err(e) if rev == "HEAD" => Err(self.unborn_branch().map_or(e, |branch| {
+                Error::Config(format!(
+                    "branch {branch:?} has no commit yet: make a first commit (`git commit`) and push it to \
+                     the origin (`git push -u origin {branch}`), then run defsync again"
+                ))
+            })),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The branch HEAD names when it has no commit yet, as right after `git init`.
+    fn unborn_branch(&self) -> Option<String> {
+        let branch = self.current_branch()?;
+        self.try_rev_parse_quiet(&format!("refs/heads/{branch}")).is_none().then_some(branch)
+    }
+
+    fn try_rev_parse_quiet(&self, rev: &str) -> Option<String> {
+        self.run(["rev-parse", "--verify", "--quiet", rev]).ok()
     }
 
     pub fn try_rev_parse(&self, rev: &str) -> Option<Oid> {
@@ -221,6 +240,18 @@ impl Repo {
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
+    }
+
+    /// How many commits reachable from `tip` but not from `base` change something at or below
+    /// `path` (`.` for any).
+    pub fn count_commits(&self, base: &str, tip: &str, path: &str) -> Result<usize> {
+        let range = format!("{base}..{tip}");
+        let mut args = vec!["rev-list", "--count", range.as_str()];
+        if path != "." {
+            args.extend(["--", path]);
+        }
+        let out = self.run(&args)?;
+        out.trim().parse().map_err(|_| Error::Git(format!("unexpected rev-list output: {out:?}")))
     }
 
     /// Paths with uncommitted changes (tracked or untracked) at or below `path`.

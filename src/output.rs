@@ -61,6 +61,14 @@ pub fn human(report: &Report) -> String {
             short(&c.git),
             short(&c.platform),
         );
+        if let Some((note, diff)) = crate::actions::conflict_diff(c) {
+            if let Some(note) = note {
+                let _ = writeln!(out, "    {note}:");
+            }
+            for line in diff.lines() {
+                let _ = writeln!(out, "    {}", data(line));
+            }
+        }
     }
     for e in &report.errors {
         let at = match (e.line, e.column) {
@@ -76,12 +84,35 @@ pub fn human(report: &Report) -> String {
             " (nothing was changed on either side; edit one side so they agree, or rerun with --on-conflict prefer-git or prefer-platform)",
         ),
         Status::Invalid => out.push_str(" (nothing was changed on either side; fix the files above)"),
+        Status::DryRun => out.push_str(" (nothing was written)"),
         _ => {}
     }
     if let Some(g) = &report.git_commit {
         let _ = write!(out, ", git commit {}", &g[..g.len().min(12)]);
     }
     out.push('\n');
+    if report.status == Status::DryRun {
+        out.push_str(&would_change(report));
+    }
+    out
+}
+
+/// What a dry run or `status` found to do, side by side, and the command that would do it.
+fn would_change(report: &Report) -> String {
+    let mut out = String::new();
+    for (side, command, what, place) in
+        [(Side::Git, "pull", "file", "in the branch"), (Side::Platform, "push", "definition", "on the platform")]
+    {
+        let counts = [(Op::Add, "add"), (Op::Update, "update"), (Op::Delete, "delete")]
+            .into_iter()
+            .map(|(op, verb)| (report.count(side, op), verb))
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, verb)| format!("{verb} {n} {what}{}", if n == 1 { "" } else { "s" }))
+            .collect::<Vec<_>>();
+        if !counts.is_empty() {
+            let _ = writeln!(out, "  `defsync {command}` would {} {place}", counts.join(", "));
+        }
+    }
     out
 }
 

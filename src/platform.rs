@@ -63,11 +63,22 @@ pub enum Location {
 }
 
 impl Location {
-    pub fn parse(s: &str) -> Self {
-        if s.starts_with("http://") || s.starts_with("https://") {
-            Location::Url(s.trim_end_matches('/').to_owned())
-        } else {
-            Location::Store(PathBuf::from(s))
+    /// An `http(s)://` URL (the scheme in any case), or a store path. Any other `scheme://` is a
+    /// mistake, never a path: `HTTPS:/x` must not become a file.
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        let scheme = s.split_once("://").filter(|(scheme, _)| {
+            scheme.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+        });
+        match scheme {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") => {
+                let scheme = scheme.to_ascii_lowercase();
+                Ok(Location::Url(format!("{scheme}://{}", rest.trim_end_matches('/'))))
+            }
+            Some((scheme, _)) => Err(format!(
+                "--platform has the scheme {scheme:?}: give an http:// or https:// URL, or the path of a store"
+            )),
+            None => Ok(Location::Store(PathBuf::from(s))),
         }
     }
 }
@@ -168,6 +179,24 @@ impl Platform {
         match self {
             Platform::Http(c) => c.put_sync(project, if_match, body).await,
             Platform::Embedded(s) => Ok(s.put_sync(project, Some(&if_match.0), &body)?),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platform_schemes_are_http_or_https_in_any_case() {
+        assert!(matches!(Location::parse("HTTPS://x.example/").unwrap(), Location::Url(u) if u == "https://x.example"));
+        assert!(
+            matches!(Location::parse("Http://127.0.0.1:1").unwrap(), Location::Url(u) if u == "http://127.0.0.1:1")
+        );
+        assert!(matches!(Location::parse("./store.db").unwrap(), Location::Store(_)));
+        assert!(matches!(Location::parse("C:\\defsync\\store.db").unwrap(), Location::Store(_)));
+        for bad in ["ftp://x", "htps://x", "file:///tmp/store.db"] {
+            assert!(Location::parse(bad).unwrap_err().contains("http:// or https://"), "{bad}");
         }
     }
 }

@@ -21,7 +21,8 @@ pub struct DashboardArgs {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum DashboardAction {
-    /// Create the project (or rename it). With a store path, the store is created too.
+    /// Create the project (or rename it). With a store path, the store is created too: the only
+    /// command that creates one.
     CreateProject {
         /// The project's display name (default: its ID).
         #[arg(long)]
@@ -47,8 +48,14 @@ pub enum DashboardAction {
 
 pub async fn run(args: &DashboardArgs) -> Result<String> {
     let project = project(&args.platform)?;
+    // Only create-project makes a store; every other command needs one that exists, so a
+    // mistyped path is an error rather than a new, empty store.
+    let mut new_store = None;
     let platform = match (&args.action, crate::cli::sync::location(&args.platform)?) {
         (DashboardAction::CreateProject { .. }, crate::platform::Location::Store(path)) => {
+            if !path.exists() {
+                new_store = Some(path.clone());
+            }
             crate::store::Store::open(&path).map(Platform::Embedded).map_err(|e| Error::Config(format!("{e:#}")))?
         }
         _ => open_platform(&args.platform)?,
@@ -56,17 +63,27 @@ pub async fn run(args: &DashboardArgs) -> Result<String> {
     match &args.action {
         DashboardAction::CreateProject { name } => {
             let (p, created) = platform.put_project(&project, name.as_deref().unwrap_or(&project)).await?;
-            Ok(format!("{} project {}", if created { "created" } else { "renamed" }, p.id))
+            let store = new_store.map(|s| format!("created the store {} and ", s.display())).unwrap_or_default();
+            Ok(format!("{store}{} project {}", if created { "created" } else { "renamed" }, p.id))
         }
         DashboardAction::Put { files, message } => {
             let mut changes = Vec::new();
+            let mut seen: std::collections::HashMap<crate::model::Key, &PathBuf> = std::collections::HashMap::new();
             for file in files {
                 let text =
                     std::fs::read(file).map_err(|e| Error::Config(format!("cannot read {}: {e}", file.display())))?;
                 let def = crate::yaml::parse(&text).map_err(|e| {
                     let at = e.line.map(|l| format!(":{l}")).unwrap_or_default();
-                    Error::Config(format!("{}{at}: {e}", file.display()))
+                    Error::Invalid(format!("{}{at}: {e}", file.display()))
                 })?;
+                if let Some(first) = seen.insert(def.key(), file) {
+                    return Err(Error::Invalid(format!(
+                        "{} is defined in both {} and {}: put one of them; nothing was sent",
+                        def.key(),
+                        first.display(),
+                        file.display()
+                    )));
+                }
                 changes.push(Change::Put { kind: def.kind, name: def.name, spec: def.spec });
             }
             commit(&platform, &project, message, changes).await

@@ -100,7 +100,10 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         path: "platform".into(),
         branch: "main".into(),
         remote: "origin".into(),
-        repository: "demo/integrations".into(),
+        // Named as `defsync status` in the checkout names it, so the command printed at the end
+        // finds the project linked to this very repository.
+        repository: crate::cli::sync::repository_name(&repo, "origin"),
+        platform: store_path.display().to_string(),
         direction: Direction::Bidirectional,
         prefer: Preference::Fail,
         dry_run: false,
@@ -171,10 +174,6 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     git(&work, &["push", "--quiet", "origin", "main"])?;
     let report = sync::push(&repo, &platform, &req).await?;
     show(&report);
-    for c in &report.conflicts {
-        println!("    git's version:\n{}", indent(c.git_yaml.as_deref().unwrap_or("(absent)\n")));
-        println!("    the platform's version:\n{}", indent(c.platform_yaml.as_deref().unwrap_or("(absent)\n")));
-    }
     println!("    exit status would be {}", report.exit_code());
 
     step(8, "Resolve it: pull with --on-conflict prefer-platform");
@@ -227,8 +226,4 @@ fn list_files(dir: &Path) -> anyhow::Result<Vec<String>> {
         }
     }
     Ok(files)
-}
-
-fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("      | {l}\n")).collect::<String>().trim_end().to_owned()
 }

@@ -152,6 +152,8 @@ fn git_checks(args: &DoctorArgs, dir: &Path) -> Vec<Check> {
         .collect();
     let helper = git(dir, &["config", "--get", "credential.helper"]).is_some_and(|h| !h.is_empty());
     let needs_push = writes_git && args.commit_via == CommitVia::Git;
+    let origin = git(dir, &["remote", "get-url", "origin"]);
+    let unchecked = origin.as_deref().and_then(credentials_unchecked);
     let check = if !keys.is_empty() {
         Check::new(
             "push credentials",
@@ -160,6 +162,8 @@ fn git_checks(args: &DoctorArgs, dir: &Path) -> Vec<Check> {
         )
     } else if helper {
         Check::new("push credentials", Outcome::Ok, "a credential helper is configured")
+    } else if let Some(why) = unchecked {
+        Check::new("push credentials", Outcome::Skipped, why)
     } else if needs_push {
         Check::new("push credentials", Outcome::Fail, "no http.<server>.extraheader and no credential helper").fix(
             "keep actions/checkout's `persist-credentials` (the default), or use `--commit-via api`, which needs none",
@@ -169,6 +173,21 @@ fn git_checks(args: &DoctorArgs, dir: &Path) -> Vec<Check> {
     };
     out.push(check);
     out
+}
+
+/// Why the push credentials of an origin are not checked, for origins that take none over HTTP:
+/// a local path needs none, and SSH keys are the SSH agent's business.
+fn credentials_unchecked(url: &str) -> Option<&'static str> {
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        None
+    } else if lower.contains("://")
+        || url.split_once(':').is_some_and(|(host, _)| host.len() > 1 && !host.contains('/'))
+    {
+        Some("not checked: the origin is not reached over HTTP(S) (SSH keys and such are not visible here)")
+    } else {
+        Some("not needed: the origin is a local path")
+    }
 }
 
 async fn github_checks(args: &DoctorArgs) -> Vec<Check> {
@@ -229,5 +248,12 @@ mod tests {
     fn platform_urls_lose_their_credentials() {
         assert_eq!(platform_location("https://u:p@example.com/x"), "https://example.com/x");
         assert_eq!(platform_location("/tmp/s.db"), "store /tmp/s.db");
+    }
+
+    #[test]
+    fn push_credentials_of_local_and_ssh_origins_are_not_judged() {
+        assert_eq!(credentials_unchecked("https://github.com/a/b"), None);
+        assert!(credentials_unchecked("/srv/origin.git").unwrap().contains("local path"));
+        assert!(credentials_unchecked("git@github.com:a/b.git").unwrap().contains("SSH"));
     }
 }

@@ -25,13 +25,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Bring the platform's head into the branch: write files, commit and push.
-    Pull(SyncArgs),
-    /// Send the branch tip's changed definitions to the platform as one commit.
-    Push(SyncArgs),
+    Pull(PullArgs),
+    /// Send the origin's tip of the branch (what `git push` put there) to the platform as one commit.
+    Push(PushArgs),
     /// Show what a pull and a push would change; change nothing.
-    Status(SyncArgs),
+    Status(StatusArgs),
     /// Make or move the link between the project and this repository, ref and path.
-    Link(SyncArgs),
+    Link(LinkArgs),
     /// Run the reference platform: the Sync API on SQLite.
     Serve(serve::ServeArgs),
     /// Edit a project as its dashboard would: create it, put or delete definitions.
@@ -47,11 +47,12 @@ pub enum Command {
 /// Where the platform is and which project; shared by every command that talks to one.
 #[derive(Debug, Clone, Args)]
 pub struct PlatformArgs {
-    /// The platform: an http(s):// URL, or the path of a local SQLite store.
+    /// The platform: an http(s):// URL, or the path of an existing SQLite store.
     #[arg(long, env = "DEFSYNC_PLATFORM")]
     pub platform: Option<String>,
-    /// The platform API key.
-    #[arg(long, env = "DEFSYNC_API_KEY", hide_env_values = true, hide = true)]
+    /// The platform API key. Prefer the DEFSYNC_API_KEY environment variable: other users of
+    /// the machine can read a command line, and shells keep it in their history.
+    #[arg(long, env = "DEFSYNC_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// The project ID on the platform.
     #[arg(long, env = "DEFSYNC_PROJECT")]
@@ -87,13 +88,11 @@ pub enum OnConflict {
     PullRequest,
 }
 
+/// What to sync with what: the options of every sync command (`pull`, `push`, `status`, `link`).
 #[derive(Debug, Clone, Args)]
-pub struct SyncArgs {
+pub struct TargetArgs {
     #[command(flatten)]
     pub platform: PlatformArgs,
-    /// Pull only: the platform commit that asked for this run. A pull always syncs the head.
-    #[arg(long, env = "DEFSYNC_COMMIT")]
-    pub commit: Option<String>,
     /// The sync root, relative to the repository root.
     #[arg(long, env = "DEFSYNC_PATH", default_value = ".")]
     pub path: String,
@@ -103,6 +102,21 @@ pub struct SyncArgs {
     /// The direction of the link.
     #[arg(long, env = "DEFSYNC_DIRECTION", value_enum, default_value = "bidirectional")]
     pub direction: DirectionArg,
+    /// The Git remote to fetch from and push to.
+    #[arg(long, env = "DEFSYNC_REMOTE", default_value = "origin")]
+    pub remote: String,
+    /// Print one JSON report on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PullArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The platform commit that asked for this run. A pull always syncs the head.
+    #[arg(long, env = "DEFSYNC_COMMIT")]
+    pub commit: Option<String>,
     /// What to do with keys changed on both sides [default: fail, or pull-request with
     /// pull-request delivery].
     #[arg(long, env = "DEFSYNC_ON_CONFLICT", value_enum)]
@@ -110,20 +124,14 @@ pub struct SyncArgs {
     /// Plan and report, write nothing.
     #[arg(long, env = "DEFSYNC_DRY_RUN")]
     pub dry_run: bool,
-    /// Pull only: commit, but do not push the commit to the origin.
+    /// Commit, but do not push the commit to the origin.
     #[arg(long, env = "DEFSYNC_NO_PUSH")]
     pub no_push: bool,
-    /// Print one JSON report on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// The Git remote to fetch from and push to.
-    #[arg(long, env = "DEFSYNC_REMOTE", default_value = "origin")]
-    pub remote: String,
-    /// Pull only: deliver onto the branch (commit) or through a pull request.
+    /// Deliver onto the branch (commit) or through a pull request.
     #[arg(long, env = "DEFSYNC_DELIVERY", value_enum, default_value = "commit")]
     pub delivery: crate::github::Delivery,
-    /// Pull only: make the commit with local git and push it, or through GitHub's API (signed
-    /// by GitHub, as some branch rules require).
+    /// Make the commit with local git and push it, or through GitHub's API (signed by GitHub,
+    /// as some branch rules require).
     #[arg(long, env = "DEFSYNC_COMMIT_VIA", value_enum, default_value = "git")]
     pub commit_via: crate::github::CommitVia,
     /// Pull-request delivery: defsync's branch [default: defsync/<project>].
@@ -132,8 +140,10 @@ pub struct SyncArgs {
     /// Pull-request delivery: labels to add, comma-separated.
     #[arg(long, env = "DEFSYNC_PR_LABELS", value_delimiter = ',')]
     pub pr_labels: Vec<String>,
-    /// A GitHub token, for deliveries through GitHub's API.
-    #[arg(long, env = "DEFSYNC_GITHUB_TOKEN", hide_env_values = true, hide = true)]
+    /// A GitHub token, for deliveries through GitHub's API. Prefer the DEFSYNC_GITHUB_TOKEN
+    /// environment variable (the action sets it): other users of the machine can read a
+    /// command line.
+    #[arg(long, env = "DEFSYNC_GITHUB_TOKEN", hide_env_values = true)]
     pub github_token: Option<String>,
     /// GitHub's API root (GitHub Enterprise Server: https://HOST/api/v3).
     #[arg(long, env = "GITHUB_API_URL", default_value = crate::github::DEFAULT_API_URL)]
@@ -144,6 +154,123 @@ pub struct SyncArgs {
     /// Committer for pull commits, as "Name <email>".
     #[arg(long, env = "DEFSYNC_COMMITTER")]
     pub committer: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PushArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// What to do with keys changed on both sides.
+    #[arg(long, env = "DEFSYNC_ON_CONFLICT", value_enum)]
+    pub on_conflict: Option<OnConflict>,
+    /// Plan and report, write nothing.
+    #[arg(long, env = "DEFSYNC_DRY_RUN")]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Show conflicts as a run with this setting would resolve them.
+    #[arg(long, env = "DEFSYNC_ON_CONFLICT", value_enum)]
+    pub on_conflict: Option<OnConflict>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LinkArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Say what the link would be, write nothing.
+    #[arg(long, env = "DEFSYNC_DRY_RUN")]
+    pub dry_run: bool,
+}
+
+/// Every sync command's options in one value, as the core's request is built from them; an
+/// option a command does not take has its default.
+#[derive(Debug, Clone)]
+pub struct SyncArgs {
+    pub platform: PlatformArgs,
+    pub commit: Option<String>,
+    pub path: String,
+    pub branch: Option<String>,
+    pub direction: DirectionArg,
+    pub on_conflict: Option<OnConflict>,
+    pub dry_run: bool,
+    pub no_push: bool,
+    pub json: bool,
+    pub remote: String,
+    pub delivery: crate::github::Delivery,
+    pub commit_via: crate::github::CommitVia,
+    pub pr_branch: Option<String>,
+    pub pr_labels: Vec<String>,
+    pub github_token: Option<String>,
+    pub github_api_url: String,
+    pub author: Option<String>,
+    pub committer: Option<String>,
+}
+
+impl From<TargetArgs> for SyncArgs {
+    fn from(t: TargetArgs) -> Self {
+        SyncArgs {
+            platform: t.platform,
+            commit: None,
+            path: t.path,
+            branch: t.branch,
+            direction: t.direction,
+            on_conflict: None,
+            dry_run: false,
+            no_push: false,
+            json: t.json,
+            remote: t.remote,
+            delivery: Default::default(),
+            commit_via: Default::default(),
+            pr_branch: None,
+            pr_labels: Vec::new(),
+            github_token: None,
+            github_api_url: crate::github::DEFAULT_API_URL.into(),
+            author: None,
+            committer: None,
+        }
+    }
+}
+
+impl From<PullArgs> for SyncArgs {
+    fn from(a: PullArgs) -> Self {
+        SyncArgs {
+            commit: a.commit,
+            on_conflict: a.on_conflict,
+            dry_run: a.dry_run,
+            no_push: a.no_push,
+            delivery: a.delivery,
+            commit_via: a.commit_via,
+            pr_branch: a.pr_branch,
+            pr_labels: a.pr_labels,
+            github_token: a.github_token,
+            github_api_url: a.github_api_url,
+            author: a.author,
+            committer: a.committer,
+            ..a.target.into()
+        }
+    }
+}
+
+impl From<PushArgs> for SyncArgs {
+    fn from(a: PushArgs) -> Self {
+        SyncArgs { on_conflict: a.on_conflict, dry_run: a.dry_run, ..a.target.into() }
+    }
+}
+
+impl From<StatusArgs> for SyncArgs {
+    fn from(a: StatusArgs) -> Self {
+        SyncArgs { on_conflict: a.on_conflict, ..a.target.into() }
+    }
+}
+
+impl From<LinkArgs> for SyncArgs {
+    fn from(a: LinkArgs) -> Self {
+        SyncArgs { dry_run: a.dry_run, ..a.target.into() }
+    }
 }
 
 /// Runs a command and returns the process exit status.
@@ -158,10 +285,10 @@ pub fn run(cli: Cli) -> i32 {
     };
     runtime.block_on(async move {
         match cli.command {
-            Command::Pull(args) => sync_command(sync::Which::Pull, &args).await,
-            Command::Push(args) => sync_command(sync::Which::Push, &args).await,
-            Command::Status(args) => sync_command(sync::Which::Status, &args).await,
-            Command::Link(args) => sync_command(sync::Which::Link, &args).await,
+            Command::Pull(args) => sync_command(sync::Which::Pull, &args.into()).await,
+            Command::Push(args) => sync_command(sync::Which::Push, &args.into()).await,
+            Command::Status(args) => sync_command(sync::Which::Status, &args.into()).await,
+            Command::Link(args) => sync_command(sync::Which::Link, &args.into()).await,
             Command::Serve(args) => match serve::run(args).await {
                 Ok(()) => crate::error::exit::OK,
                 Err(e) => {

@@ -1,4 +1,4 @@
-//! `pull`, `push`, `status` and `link`: they share their options, so one file turns those into a
+//! `pull`, `push`, `status` and `link`: they share most options, so one file turns them into a
 //! [`Request`] for the core.
 
 use crate::api::Direction;
@@ -30,6 +30,14 @@ pub async fn run(which: Which, args: &SyncArgs) -> Result<Report> {
         Which::Status => sync::status(&repo, &platform, &req).await,
         Which::Link => sync::link(&platform, &req).await,
     }?;
+    if req.branch == DETACHED {
+        // No branch was synced, so name what was checked out: in a workflow, the event's ref.
+        report.git_ref = Some(
+            crate::actions::Runtime::from_env()
+                .and_then(|rt| rt.checked_ref().map(str::to_owned))
+                .unwrap_or_else(|| DETACHED.into()),
+        );
+    }
     report.stats = Some(crate::report::Stats {
         http_requests: platform.requests(),
         elapsed_ms: started.elapsed().as_millis() as u64,
@@ -37,6 +45,9 @@ pub async fn run(which: Which, args: &SyncArgs) -> Result<Report> {
     });
     Ok(report)
 }
+
+/// The branch of a run that syncs none: status or a dry run on a detached checkout.
+const DETACHED: &str = "HEAD";
 
 pub fn open_platform(args: &PlatformArgs) -> Result<Platform> {
     let location = location(args)?;
@@ -67,7 +78,7 @@ pub fn location(args: &PlatformArgs) -> Result<Location> {
                 .into(),
         )
     })?;
-    Ok(Location::parse(given))
+    Location::parse(given).map_err(Error::Config)
 }
 
 pub fn project(args: &PlatformArgs) -> Result<String> {
@@ -82,7 +93,7 @@ fn request(which: Which, args: &SyncArgs, repo: &Repo) -> Result<Request> {
     let lenient = which == Which::Status || args.dry_run;
     let branch = match branch(args, repo) {
         Some(b) => b,
-        None if lenient => "HEAD".into(),
+        None if lenient => DETACHED.into(),
         None => {
             return Err(Error::Config(
                 "cannot tell which branch to sync (HEAD is detached): pass --branch or set DEFSYNC_BRANCH".into(),
@@ -90,15 +101,13 @@ fn request(which: Which, args: &SyncArgs, repo: &Repo) -> Result<Request> {
         }
     };
     let identity = |s: &Option<String>| s.as_deref().filter(|s| !s.is_empty()).map(Identity::parse).transpose();
-    if which != Which::Pull && args.commit.as_deref().is_some_and(|c| !c.is_empty()) {
-        tracing::debug!("--commit only applies to pull; ignored");
-    }
     Ok(Request {
         project: project.clone(),
         path,
         branch,
         remote: args.remote.clone(),
         repository: repository_name(repo, &args.remote),
+        platform: args.platform.platform.as_deref().map(shown_platform).unwrap_or_default(),
         direction: match args.direction {
             DirectionArg::Bidirectional => Direction::Bidirectional,
             DirectionArg::GitToPlatform => Direction::GitToPlatform,
@@ -107,6 +116,7 @@ fn request(which: Which, args: &SyncArgs, repo: &Repo) -> Result<Request> {
         prefer: preference(which, args)?,
         dry_run: args.dry_run,
         no_push: args.no_push,
+        // Only pull takes --commit, but a workflow_dispatch event fills it for every command.
         requested_commit: if which == Which::Pull { args.commit.clone().filter(|c| !c.is_empty()) } else { None },
         author: identity(&args.author)?,
         committer: identity(&args.committer)?,
@@ -155,44 +165,98 @@ fn branch(args: &SyncArgs, repo: &Repo) -> Option<String> {
         .or_else(from_ref)
 }
 
-/// The repository as the record names it: `GITHUB_REPOSITORY`, the `owner/name` of a GitHub
-/// remote, or the remote's URL without credentials.
+/// The repository as the record names it: `GITHUB_REPOSITORY`, or the remote's URL normalised
+/// by [`normalize_remote`]. Both in lower case, as GitHub names ignore case: a run in a workflow
+/// and one in a local clone name the repository alike.
 pub fn repository_name(repo: &Repo, remote: &str) -> String {
     if let Ok(r) = std::env::var("GITHUB_REPOSITORY")
         && !r.is_empty()
     {
-        return r;
+        return r.to_lowercase();
     }
     match repo.remote_url(remote) {
-        Some(url) => normalize_remote(&url),
-        None => format!("file://{}", repo.root().display()),
+        Some(url) => normalize_remote(&url, repo.root()),
+        None => repo.root().display().to_string(),
     }
 }
 
-/// `owner/name` for GitHub URLs; otherwise the URL with any credentials removed.
-pub fn normalize_remote(url: &str) -> String {
-    let github = ["https://github.com/", "http://github.com/", "ssh://git@github.com/", "git@github.com:"];
-    if let Some(path) = url.strip_prefix("file://") {
-        return path.to_owned(); // `file:///x` and `/x` are the same origin
-    }
-    let stripped = strip_credentials(url);
-    for prefix in github {
-        if let Some(rest) = stripped.strip_prefix(prefix) {
-            let rest = rest.trim_end_matches('/');
-            return rest.strip_suffix(".git").unwrap_or(rest).to_owned();
+/// One name for every way of writing the same remote, so that two clones of one origin are one
+/// repository to the link: `owner/name` (`group/sub/name`) for GitHub and GitLab, whose names
+/// ignore case; other URLs without credentials or user, scheme and host in lower case; local
+/// paths absolute (relative ones are relative to the repository's root, as Git reads them). A
+/// trailing `.git` and `/` never count.
+pub fn normalize_remote(url: &str, root: &std::path::Path) -> String {
+    let url = url.trim();
+    let trim = |s: &str| {
+        let s = s.trim_end_matches('/');
+        s.strip_suffix(".git").unwrap_or(s).trim_end_matches('/').to_owned()
+    };
+    let (scheme, host, path) = if let Some((scheme, rest)) = url.split_once("://") {
+        let scheme = scheme.to_ascii_lowercase();
+        if scheme == "file" {
+            return local_path(rest, root);
         }
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        (scheme, authority.rsplit_once('@').map_or(authority, |(_, h)| h).to_ascii_lowercase(), path.to_owned())
+    } else if let Some((authority, path)) = scp_like(url) {
+        ("ssh".to_owned(), authority.rsplit_once('@').map_or(authority, |(_, h)| h).to_ascii_lowercase(), path)
+    } else {
+        return local_path(url, root);
+    };
+    let path = trim(path.trim_start_matches('/'));
+    let bare_host = host.rsplit_once(':').filter(|(_, port)| port.parse::<u16>().is_ok()).map_or(&*host, |(h, _)| h);
+    if ["github.com", "www.github.com", "gitlab.com", "www.gitlab.com"].contains(&bare_host) && path.contains('/') {
+        return path.to_lowercase();
     }
-    stripped
+    if path.is_empty() { format!("{scheme}://{host}") } else { format!("{scheme}://{host}/{path}") }
 }
 
-fn strip_credentials(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-        let host = if scheme == "ssh" { authority } else { host };
-        if path.is_empty() { format!("{scheme}://{host}") } else { format!("{scheme}://{host}/{path}") }
-    } else {
-        url.to_owned()
+/// `[user@]host:path`, Git's scp-like syntax, which a local path is not: Git reads a name with a
+/// slash before the first colon as a path.
+fn scp_like(url: &str) -> Option<(&str, String)> {
+    let (authority, path) = url.split_once(':')?;
+    if authority.is_empty() || authority.contains('/') || authority.len() == 1 {
+        return None; // a path, or a Windows drive letter
+    }
+    Some((authority, path.to_owned()))
+}
+
+/// An absolute, lexically normal form of a local remote, without a trailing `.git` or `/`.
+fn local_path(path: &str, root: &std::path::Path) -> String {
+    let given = std::path::Path::new(path);
+    let joined = if given.is_absolute() { given.to_path_buf() } else { root.join(given) };
+    // The real path where it exists, so `/srv/x` and a link to it are one origin; lexical
+    // clean-up otherwise.
+    let resolved = joined.canonicalize().unwrap_or_else(|_| {
+        let mut out = std::path::PathBuf::new();
+        for part in joined.components() {
+            match part {
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                std::path::Component::CurDir => {}
+                p => out.push(p),
+            }
+        }
+        out
+    });
+    let text = resolved.to_string_lossy();
+    let text = text.trim_end_matches('/');
+    text.strip_suffix(".git").unwrap_or(text).to_owned()
+}
+
+/// `--platform` as a message may print it: a URL without credentials, a store path as given.
+fn shown_platform(platform: &str) -> String {
+    match platform.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            match path {
+                Some(p) => format!("{scheme}://{host}/{p}"),
+                None => format!("{scheme}://{host}"),
+            }
+        }
+        None => platform.to_owned(),
     }
 }
 
@@ -209,10 +273,31 @@ mod tests {
 
     #[test]
     fn remotes_name_the_repository_without_credentials() {
-        assert_eq!(normalize_remote("https://github.com/acme/integrations.git"), "acme/integrations");
-        assert_eq!(normalize_remote("git@github.com:acme/integrations.git"), "acme/integrations");
-        assert_eq!(normalize_remote("https://x-access-token:ghs_secret@github.com/acme/i"), "acme/i");
-        assert_eq!(normalize_remote("https://user:pw@git.example.com/a/b.git"), "https://git.example.com/a/b.git");
-        assert_eq!(normalize_remote("/srv/git/origin.git"), "/srv/git/origin.git");
+        let root = std::path::Path::new("/srv/work");
+        let n = |url: &str| normalize_remote(url, root);
+        for github in [
+            "https://github.com/acme/integrations.git",
+            "https://github.com/Acme/Integrations/",
+            "git@github.com:acme/integrations.git",
+            "ssh://git@github.com/acme/integrations",
+            "https://x-access-token:ghs_secret@github.com/acme/integrations",
+        ] {
+            assert_eq!(n(github), "acme/integrations", "{github}");
+        }
+        assert_eq!(n("git@gitlab.com:group/sub/name.git"), "group/sub/name");
+        assert_eq!(n("https://oauth2:glpat-x@GitLab.com/group/sub/name.git/"), "group/sub/name");
+        assert_eq!(n("https://user:pw@Git.Example.com/a/B.git"), "https://git.example.com/a/B");
+        assert_eq!(n("git@git.example.com:a/b.git"), "ssh://git.example.com/a/b");
+        // Local origins: absolute, wherever the remote was written from.
+        for local in ["/srv/git/origin.git", "/srv/git/origin.git/", "file:///srv/git/origin.git", "../git/origin.git"]
+        {
+            assert_eq!(n(local), "/srv/git/origin", "{local}");
+        }
+    }
+
+    #[test]
+    fn platform_urls_are_shown_without_credentials() {
+        assert_eq!(shown_platform("https://u:p@example.com/x"), "https://example.com/x");
+        assert_eq!(shown_platform("/tmp/s.db"), "/tmp/s.db");
     }
 }

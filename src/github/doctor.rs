@@ -23,6 +23,8 @@ pub enum Outcome {
     Fail,
     /// GitHub will not tell this token.
     Unknown,
+    /// The check could not run, or does not apply; the result says why. Never an "ok".
+    Skipped,
 }
 
 impl Outcome {
@@ -32,6 +34,7 @@ impl Outcome {
             Outcome::Warn => "warn",
             Outcome::Fail => "FAIL",
             Outcome::Unknown => "unknown",
+            Outcome::Skipped => "skipped",
         }
     }
 }
@@ -197,7 +200,20 @@ struct TreeItem {
 /// Runs every GitHub check in order; a check that cannot run because an earlier one failed is
 /// left out.
 pub async fn check_github(gh: &GitHub, token_kind: TokenKind, needs: &Needs<'_>) -> Vec<Check> {
-    let mut out = vec![Check::new("GitHub API", Outcome::Ok, gh.options().api_url.clone())];
+    // The API row says ok only once the API has answered.
+    let api_url = gh.options().api_url.clone();
+    let answered = |out: &mut Vec<Check>| out.insert(0, Check::new("GitHub API", Outcome::Ok, api_url.clone()));
+    let not_answered = |out: &mut Vec<Check>, e: &GitHubError| {
+        out.insert(
+            0,
+            Check::new("GitHub API", Outcome::Fail, format!("could not reach {api_url}: {}", e.message()))
+                .fix("check --github-api-url (GITHUB_API_URL) and the network"),
+        );
+        out.push(Check::new("repository and permissions", Outcome::Skipped, "could not check: the API did not answer"));
+    };
+    let unreachable =
+        |e: &GitHubError| matches!(e.kind, ErrorKind::Transport | ErrorKind::Server | ErrorKind::Protocol);
+    let mut out = Vec::new();
     let kind_outcome = if token_kind == TokenKind::Unknown { Outcome::Warn } else { Outcome::Ok };
     out.push(Check::new("token type", kind_outcome, token_kind.describe()));
 
@@ -215,7 +231,12 @@ pub async fn check_github(gh: &GitHub, token_kind: TokenKind, needs: &Needs<'_>)
                 }
             }
             Err(e) if e.kind == ErrorKind::Unauthorized => {
+                answered(&mut out);
                 out.push(failed("token", &e));
+                return out;
+            }
+            Err(e) if unreachable(&e) => {
+                not_answered(&mut out, &e);
                 return out;
             }
             Err(e) => out.push(Check::new("token user", Outcome::Unknown, e.message().to_owned())),
@@ -227,15 +248,22 @@ pub async fn check_github(gh: &GitHub, token_kind: TokenKind, needs: &Needs<'_>)
         Ok(answer) => match gh.parse(&repo_req, &answer) {
             Ok(r) => r,
             Err(e) => {
+                answered(&mut out);
                 out.push(failed("repository read access", &e));
                 return out;
             }
         },
+        Err(e) if unreachable(&e) => {
+            not_answered(&mut out, &e);
+            return out;
+        }
         Err(e) => {
+            answered(&mut out);
             out.push(failed("repository read access", &e));
             return out;
         }
     };
+    answered(&mut out);
     let visibility = if repo.private { "private" } else { "public" };
     out.push(Check::new("repository read access", Outcome::Ok, format!("{} ({visibility})", repo.full_name)));
 

@@ -40,6 +40,8 @@ pub struct Request {
     pub remote: String,
     /// The repository as the record names it: `owner/name`, or a URL without credentials.
     pub repository: String,
+    /// `--platform` as messages show it (no credentials), for the commands they suggest.
+    pub platform: String,
     pub direction: Direction,
     pub prefer: Preference,
     pub dry_run: bool,
@@ -259,16 +261,32 @@ fn check_link(req: &Request, state: &PlatformState, any_ref: bool) -> Result<Lin
     }
     Err(Error::Config(format!(
         "project {:?} is linked to {}, but this run is for {}. If this run is right, move the link with \
-         `defsync link --project {} --path {} --branch {} --direction {}` (in the action: `command: link`); \
-         otherwise fix this run's path, branch or direction",
+         `{}` (in the action: `command: link`); otherwise fix this run's path, branch or direction",
         req.project,
         link_text(&rec.repository, &rec.git_ref, &rec.path, rec.direction),
         req.link_text(),
-        req.project,
-        req.path,
-        req.branch,
-        req.direction.as_str(),
+        link_command(req),
     )))
+}
+
+/// The `defsync link` command that links the project as `req` asks, complete and quoted for a
+/// POSIX shell, so it runs as printed from the checkout. The API key stays in the environment.
+fn link_command(req: &Request) -> String {
+    let mut args = vec!["defsync", "link"];
+    if !req.platform.is_empty() {
+        args.extend(["--platform", &req.platform]);
+    }
+    args.extend(["--project", &req.project, "--path", &req.path, "--branch", &req.branch]);
+    args.extend(["--direction", req.direction.as_str()]);
+    if req.remote != "origin" {
+        args.extend(["--remote", &req.remote]);
+    }
+    args.iter().map(|a| shell_word(a)).collect::<Vec<_>>().join(" ")
+}
+
+fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:@%+=,".contains(c));
+    if plain { s.to_owned() } else { format!("'{}'", s.replace('\'', "'\\''")) }
 }
 
 /// Writes the link for a project that has none, with an empty base.
@@ -283,20 +301,40 @@ async fn create_link(platform: &Platform, req: &Request, state: &PlatformState) 
     }
 }
 
-/// Makes sure the project is linked to this run's link; returns the state to plan on.
-async fn ensure_link(platform: &Platform, req: &Request, any_ref: bool, write: bool) -> Result<PlatformState> {
+/// Reads the platform and refuses a run whose link differs from the record's. A project with
+/// no link yet is planned as linked with an empty base, and linked by [`first_link`] only once
+/// the run has shown it can succeed: a mistyped `--path` must not link the project to it.
+async fn ensure_link(platform: &Platform, req: &Request, any_ref: bool) -> Result<PlatformState> {
     let state = read_platform(platform, &req.project).await?;
-    match check_link(req, &state, any_ref)? {
-        LinkState::Linked => Ok(state),
-        LinkState::Missing if !write => Ok(state),
-        LinkState::Missing => {
-            tracing::info!("project {:?} has no link yet: linking it to {}", req.project, req.link_text());
-            create_link(platform, req, &state).await?;
-            let state = read_platform(platform, &req.project).await?;
-            check_link(req, &state, any_ref)?;
-            Ok(state)
+    check_link(req, &state, any_ref)?;
+    Ok(state)
+}
+
+/// Links a project that has no link yet to this run's link, with an empty base; returns the
+/// state read after it.
+async fn first_link(platform: &Platform, req: &Request) -> Result<PlatformState> {
+    for _ in 0..MAX_ATTEMPTS {
+        let state = read_platform(platform, &req.project).await?;
+        if check_link(req, &state, false)? == LinkState::Linked {
+            return Ok(state);
         }
+        tracing::info!("project {:?} has no link yet: linking it to {}", req.project, req.link_text());
+        create_link(platform, req, &state).await?;
     }
+    Err(PlatformError::Transport(format!(
+        "the sync record of project {:?} kept changing while it was linked; try again",
+        req.project
+    ))
+    .into())
+}
+
+/// Links a project that had no link when `state` was read, now that the run succeeded; returns
+/// the state read after linking, to record the run on.
+async fn link_if_new(platform: &Platform, req: &Request, state: &PlatformState) -> Result<Option<PlatformState>> {
+    if state.record().is_some() {
+        return Ok(None);
+    }
+    first_link(platform, req).await.map(Some)
 }
 
 /// A definition file in a commit, reduced to what planning needs.

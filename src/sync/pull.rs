@@ -16,7 +16,7 @@ pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
     let phase = |name: &str| tracing::debug!("{name} at {} ms", started.elapsed().as_millis());
     for attempt in 1..=MAX_ATTEMPTS {
         let tip = if req.dry_run { repo.rev_parse("HEAD")? } else { prepare_checkout(repo, req)? };
-        let state = ensure_link(platform, req, req.dry_run, !req.dry_run).await?;
+        let state = ensure_link(platform, req, req.dry_run).await?;
         if attempt == 1 {
             check_requested_commit(platform, req, &state).await?;
         }
@@ -71,12 +71,17 @@ pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
             if let Some(number) = gh.close_pr_and_delete_branch(&name, &req.pr_branch).await.map_err(gh_error)? {
                 report.pull_request = Some(PullRequestRef { number, url: None, state: "closed".into() });
             }
+            link_if_new(platform, req, &state).await?;
             report.status = Status::InSync;
             return Ok(report);
         }
         if staged.is_empty() {
             // Nothing to write; still repair the base of agreeing keys and record deferrals.
-            send_agreement(platform, req, &git.files, &state, &deferred, state.head.as_ref(), Some(&tip)).await?;
+            let linked = link_if_new(platform, req, &state).await?;
+            let record = linked.as_ref().unwrap_or(&state);
+            send_agreement(platform, req, &git.files, record, &deferred, state.head.as_ref(), Some(&tip)).await?;
+            // The branch's tip is what the platform now matches, though nothing was written.
+            report.git_commit = Some(tip);
             report.status = if deferred.is_empty() { Status::InSync } else { Status::Changed };
             return Ok(report);
         }
@@ -101,6 +106,7 @@ pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
             Delivered::PullRequest { commit, pr } => {
                 // The branch itself did not change, so the base stays as it is: the push that
                 // runs when the pull request is merged finds the keys agreeing and records them.
+                link_if_new(platform, req, &state).await?;
                 report.git_commit = Some(commit);
                 report.pull_request = Some(PullRequestRef {
                     number: pr.number,
@@ -114,11 +120,13 @@ pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
         phase("delivered");
         report.git_commit = Some(commit.clone());
         report.status = Status::Changed;
+        let linked = link_if_new(platform, req, &state).await?;
         if req.no_push {
             // The base moves only once the commit has reached the origin.
             return Ok(report);
         }
-        send_agreement(platform, req, &written.files, &state, &deferred, state.head.as_ref(), Some(&commit)).await?;
+        let record = linked.as_ref().unwrap_or(&state);
+        send_agreement(platform, req, &written.files, record, &deferred, state.head.as_ref(), Some(&commit)).await?;
         return Ok(report);
     }
     Err(Error::Git(format!(

@@ -17,9 +17,11 @@ pub async fn push(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
         let tip = if req.dry_run || repo.remote_url(&req.remote).is_none() {
             repo.rev_parse("HEAD")?
         } else {
-            repo.fetch(&req.remote, &req.branch)?
+            let tip = repo.fetch(&req.remote, &req.branch)?;
+            refuse_unpushed(repo, req, &tip)?;
+            tip
         };
-        let state = ensure_link(platform, req, req.dry_run, !req.dry_run).await?;
+        let state = ensure_link(platform, req, req.dry_run).await?;
         report.platform_commit = state.head_ref();
         if !repo.tree_has_path(&tip, &req.path) {
             return Err(Error::Config(format!(
@@ -77,6 +79,12 @@ pub async fn push(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
             report.status = Status::DryRun;
             return Ok(report);
         }
+        if state.record().is_none() {
+            // The run can succeed: link the project now (a git commit needs the link), then plan
+            // again on the linked state.
+            first_link(platform, req).await?;
+            continue;
+        }
 
         // A push that prefers the platform defers: the base moves to Git's digest (contract
         // v1.1 allows a digest the platform never saw), so the next pull sees only the platform
@@ -110,10 +118,37 @@ pub async fn push(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
         } else {
             Status::Changed
         };
+        // The platform now holds this commit's definitions, whether or not this run sent any.
+        report.git_commit = Some(tip);
         return Ok(report);
     }
     Err(Error::Other(anyhow::anyhow!(
         "the platform's head kept moving while pushing; gave up after {MAX_ATTEMPTS} attempts. Run the push again"
+    )))
+}
+
+/// Refuses a push while the local branch has commits in the sync root that the origin lacks: a
+/// push sends the origin's tip, so they would be left out without a word.
+fn refuse_unpushed(repo: &Repo, req: &Request, tip: &str) -> Result<()> {
+    let Some(local) = repo.try_rev_parse(&format!("refs/heads/{}", req.branch)) else {
+        return Ok(()); // no local branch of that name: nothing of its own to forget
+    };
+    if repo.is_shallow() {
+        // A depth-1 clone cannot tell an older commit from an unpushed one, and is a fresh CI
+        // checkout with no commits of its own.
+        return Ok(());
+    }
+    let missing = repo.count_commits(tip, &local, &req.path)?;
+    if missing == 0 {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "{missing} commit{s} on {branch} {are} not on {remote}/{branch}; defsync push sends what the origin has: \
+         git push first (`git push {remote} {branch}`), then run defsync push again",
+        s = if missing == 1 { "" } else { "s" },
+        are = if missing == 1 { "is" } else { "are" },
+        branch = req.branch,
+        remote = req.remote,
     )))
 }
 

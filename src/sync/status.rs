@@ -10,7 +10,7 @@ pub async fn status(repo: &Repo, platform: &Platform, req: &Request) -> Result<R
     let mut report = req.new_report("status");
     check_no_symlink_on_path(repo, &req.path)?;
     let head = repo.rev_parse("HEAD")?;
-    let state = ensure_link(platform, req, true, false).await?;
+    let state = ensure_link(platform, req, true).await?;
     report.platform_commit = state.head_ref();
     let git = scan_commit(repo, &head, req, None)?;
     if !git.errors.is_empty() {

@@ -2,6 +2,7 @@
 
 mod action;
 mod files;
+mod firsthour;
 mod github;
 mod numbers;
 mod proxy;

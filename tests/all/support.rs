@@ -111,7 +111,8 @@ impl Env {
         env
     }
 
-    fn isolate(&self, cmd: &mut Command) {
+    /// Isolates a command from the user's Git config and from any CI or defsync environment.
+    pub fn isolate(&self, cmd: &mut Command) {
         cmd.env("GIT_CONFIG_GLOBAL", self.dir.path().join("gitconfig"))
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_TERMINAL_PROMPT", "0")
