@@ -70,6 +70,9 @@ pub fn human(report: &Report) -> String {
         };
         let _ = writeln!(out, "  error    {}{at}: {}", data(&e.path), data(&e.message));
     }
+    if let Some(g) = report.deletion_guard.as_ref().filter(|g| g.exceeded) {
+        let _ = writeln!(out, "  guard    {}", data(&g.message(report.path.as_deref())));
+    }
     let _ = write!(out, "result: {}", report.status.as_str());
     match report.status {
         Status::Conflict => out.push_str(

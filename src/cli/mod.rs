@@ -14,8 +14,8 @@ pub mod sync;
     name = "defsync",
     version,
     about = "Keep a platform's project definitions and a Git repository in sync, both ways",
-    after_help = "Exit status: 0 success, 1 failure (network, platform, git), 2 usage or configuration error, \
-                  3 conflicts found, 4 invalid definitions."
+    after_help = "Exit status: 0 success, 1 failure (network, platform, git), 2 usage or configuration error \
+                  or a run stopped by the deletion guard (--max-deletions), 3 conflicts found, 4 invalid definitions."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -110,6 +110,15 @@ pub struct SyncArgs {
     /// Plan and report, write nothing.
     #[arg(long, env = "DEFSYNC_DRY_RUN")]
     pub dry_run: bool,
+    /// The deletion guard: stop a pull or push that would delete more than this many of one
+    /// side's definitions, changing nothing (exit 2). A count (`20`) or a share (`50%`); a share
+    /// applies only when that side holds at least 10 definitions.
+    #[arg(long, env = "DEFSYNC_MAX_DELETIONS", default_value = "50%", value_name = "N|P%")]
+    pub max_deletions: crate::sync::DeletionLimit,
+    /// Let this run delete more than --max-deletions allows: after moving or emptying the sync
+    /// root, or emptying the project, on purpose.
+    #[arg(long, env = "DEFSYNC_ALLOW_MASS_DELETE")]
+    pub allow_mass_delete: bool,
     /// Pull only: commit, but do not push the commit to the origin.
     #[arg(long, env = "DEFSYNC_NO_PUSH")]
     pub no_push: bool,

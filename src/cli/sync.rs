@@ -107,6 +107,8 @@ fn request(which: Which, args: &SyncArgs, repo: &Repo) -> Result<Request> {
         prefer: preference(which, args)?,
         dry_run: args.dry_run,
         no_push: args.no_push,
+        max_deletions: args.max_deletions,
+        allow_mass_delete: args.allow_mass_delete,
         requested_commit: if which == Which::Pull { args.commit.clone().filter(|c| !c.is_empty()) } else { None },
         author: identity(&args.author)?,
         committer: identity(&args.committer)?,

@@ -3,6 +3,7 @@
 mod action;
 mod files;
 mod github;
+mod guard;
 mod proxy;
 mod server;
 mod support;
