@@ -558,7 +558,7 @@ pub fn summary(report: &Report, run_url: Option<&str>, limit: usize) -> String {
             g.deletions,
             g.of,
             code_span(&clip(&g.limit, 20)),
-            g.max.map(|m| format!(" (at most {m})")).unwrap_or_default(),
+            g.max_text(),
         ));
         b.force(&fenced(&g.message(report.path.as_deref().map(|p| clip(p, 300)).as_deref()), "text"));
     }

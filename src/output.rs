@@ -79,6 +79,7 @@ pub fn human(report: &Report) -> String {
             " (nothing was changed on either side; edit one side so they agree, or rerun with --on-conflict prefer-git or prefer-platform)",
         ),
         Status::Invalid => out.push_str(" (nothing was changed on either side; fix the files above)"),
+        Status::MassDelete => out.push_str(" (nothing was changed on either side; see the guard line above)"),
         _ => {}
     }
     if let Some(g) = &report.git_commit {

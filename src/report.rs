@@ -119,6 +119,14 @@ pub struct DeletionGuard {
 }
 
 impl DeletionGuard {
+    /// ` (at most N)` for a share, whose count depends on the side's size; empty otherwise.
+    pub fn max_text(&self) -> String {
+        match self.max {
+            Some(m) if self.limit.ends_with('%') => format!(" (at most {m})"),
+            _ => String::new(),
+        }
+    }
+
     /// What the guard found, why it probably happened and how to let the run through; for logs,
     /// annotations and the job summary. `path` is the sync root.
     pub fn message(&self, path: Option<&str>) -> String {
@@ -140,7 +148,7 @@ impl DeletionGuard {
                 ),
             ),
         };
-        let max = self.max.map(|m| format!(" (at most {m})")).unwrap_or_default();
+        let max = self.max_text();
         if !self.exceeded {
             return format!(
                 "{verb} deletes {} of the {} {whose}, within --max-deletions {}{max}.",
