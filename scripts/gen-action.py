@@ -12,6 +12,8 @@ INPUTS = [
   ("on-conflict", "What to do with definitions changed on both sides: fail (change nothing), prefer-git, prefer-platform, or (pull with pull-request delivery) pull-request. Defaults to fail, or to pull-request with pull-request delivery.", "", "DEFSYNC_ON_CONFLICT"),
   ("branch", "The branch to sync. Defaults to the checked-out branch.", "", "DEFSYNC_BRANCH"),
   ("dry-run", "true to plan and report without writing anything.", "false", "DEFSYNC_DRY_RUN"),
+  ("max-deletions", "The deletion guard: a run that would delete more than this many of one side's definitions stops, changes nothing and fails (exit 2). A count such as 20, or a share such as 50% (applied when that side holds at least 10 definitions).", "50%", "DEFSYNC_MAX_DELETIONS"),
+  ("allow-mass-delete", "true to let this run delete more than max-deletions allows, after moving or emptying the sync root (or emptying the project) on purpose. Set it for one run, not permanently.", "false", "DEFSYNC_ALLOW_MASS_DELETE"),
   ("github-token", "A GitHub token for GitHub API calls. The default job token is enough for most uses; see the README's Tokens section.", "${{ github.token }}", "DEFSYNC_GITHUB_TOKEN"),
   ("delivery", "Pull only: commit (onto the branch) or pull-request (onto defsync's branch, with a pull request into the branch).", "commit", "DEFSYNC_DELIVERY"),
   ("commit-via", "Pull only: git (commit locally and git push) or api (commit through GitHub's API: signed by GitHub, for branch rules that require signed commits).", "git", "DEFSYNC_COMMIT_VIA"),
@@ -22,7 +24,7 @@ INPUTS = [
   ("version", "The defsync release to run, such as 1.2.3. Defaults to the release of the action's own ref; when the ref is not a release (a branch, a commit without a release, or uses: ./), defsync is built from the action's source.", "", "DEFSYNC_INSTALL_VERSION"),
 ]
 OUTPUTS = [
-  ("status", "The result: in_sync, changed, conflict, invalid, dry_run or error."),
+  ("status", "The result: in_sync, changed, conflict, invalid, dry_run, mass_delete (stopped by the deletion guard) or error."),
   ("changed", "true when this run changed either side (always false for status and dry runs)."),
   ("git-commit", "The Git commit the run synced or made."),
   ("platform-commit", "The ID of the platform commit the run synced or made."),

@@ -439,6 +439,13 @@ pub fn annotations(report: &Report) -> Vec<String> {
         );
         out.push(format!("::error {props}::{}", escape_data(&message)));
     }
+    if let Some(g) = report.stopped_by_guard() {
+        out.push(format!(
+            "::error title={}::{}",
+            escape_property("Mass deletion stopped"),
+            escape_data(&g.message(report.path.as_deref()))
+        ));
+    }
     if let Some(err) = &report.error {
         let title = format!("defsync {} failed", report.command);
         out.push(format!("::error title={}::{}", escape_property(&title), escape_data(&err.message)));
@@ -501,6 +508,7 @@ pub fn summary(report: &Report, run_url: Option<&str>, limit: usize) -> String {
         Status::Changed => "🔄",
         Status::DryRun => "🔍",
         Status::Conflict => "⚠️",
+        Status::MassDelete => "🛑",
         Status::Invalid | Status::Error => "❌",
     };
     let headline = match report.status {
@@ -508,6 +516,7 @@ pub fn summary(report: &Report, run_url: Option<&str>, limit: usize) -> String {
         Status::Changed => "changed",
         Status::DryRun => "dry run, nothing was written",
         Status::Conflict => "conflicts, nothing was changed on either side",
+        Status::MassDelete => "stopped by the deletion guard, nothing was changed on either side",
         Status::Invalid => "invalid definitions, nothing was changed on either side",
         Status::Error => "failed",
     };
@@ -547,6 +556,28 @@ pub fn summary(report: &Report, run_url: Option<&str>, limit: usize) -> String {
     if let Some(err) = &report.error {
         b.force("\n### Error\n\n");
         b.force(&fenced(&clip(&err.message, 4000), "text"));
+    }
+
+    if let Some(g) = report.deletion_guard.as_ref().filter(|g| g.exceeded) {
+        let side = match g.side {
+            Side::Git => "Git (files on the branch)",
+            Side::Platform => "Platform (definitions in the project)",
+        };
+        let outcome = match (g.allowed, report.status) {
+            (true, _) => "allowed for this run (`allow-mass-delete`)",
+            (false, Status::MassDelete) => "**stopped**",
+            // A dry run or `status` that found conflicts too: the real run would stop on them first.
+            (false, _) => "would stop the run",
+        };
+        b.force(&format!(
+            "\n### Deletion guard\n\n| Side | Deletions | Of | Limit | Outcome |\n|---|---:|---:|---|---|\n\
+             | {side} | {} | {} | {}{} | {outcome} |\n\n",
+            g.deletions,
+            g.of,
+            code_span(&clip(&g.limit, 20)),
+            g.max_text(),
+        ));
+        b.force(&fenced(&g.message(report.path.as_deref().map(|p| clip(p, 300)).as_deref()), "text"));
     }
 
     // Counts by side: always shown, whatever the lists below leave out.

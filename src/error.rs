@@ -6,7 +6,8 @@ pub mod exit {
     pub const OK: i32 = 0;
     /// Failure: network, platform, Git.
     pub const FAILURE: i32 = 1;
-    /// Usage or configuration error, including a refused direction or link.
+    /// Usage or configuration error, including a refused direction or link, and a run stopped by
+    /// the deletion guard (`--max-deletions`).
     pub const USAGE: i32 = 2;
     /// Conflicts found; nothing changed on either side.
     pub const CONFLICT: i32 = 3;

@@ -78,6 +78,9 @@ pub fn human(report: &Report) -> String {
         };
         let _ = writeln!(out, "  error    {}{at}: {}", data(&e.path), data(&e.message));
     }
+    if let Some(g) = report.deletion_guard.as_ref().filter(|g| g.exceeded) {
+        let _ = writeln!(out, "  guard    {}", data(&g.message(report.path.as_deref())));
+    }
     let _ = write!(out, "result: {}", report.status.as_str());
     match report.status {
         Status::Conflict => out.push_str(
@@ -85,6 +88,7 @@ pub fn human(report: &Report) -> String {
         ),
         Status::Invalid => out.push_str(" (nothing was changed on either side; fix the files above)"),
         Status::DryRun => out.push_str(" (nothing was written)"),
+        Status::MassDelete => out.push_str(" (nothing was changed on either side; see the guard line above)"),
         _ => {}
     }
     if let Some(g) = &report.git_commit {

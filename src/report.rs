@@ -13,6 +13,9 @@ pub enum Status {
     Conflict,
     Invalid,
     DryRun,
+    /// The run would delete more of one side's definitions than `--max-deletions` allows; nothing
+    /// was changed on either side (see `deletion_guard`).
+    MassDelete,
     /// The run failed (network, platform, Git, configuration); see `error`.
     Error,
 }
@@ -25,6 +28,7 @@ impl Status {
             Status::Conflict => "conflict",
             Status::Invalid => "invalid",
             Status::DryRun => "dry_run",
+            Status::MassDelete => "mass_delete",
             Status::Error => "error",
         }
     }
@@ -92,6 +96,82 @@ pub struct FileError {
     pub message: String,
 }
 
+/// The deletion guard's count for the side a run deletes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeletionGuard {
+    /// The side that would lose definitions: `git` (a pull deletes files) or `platform` (a push
+    /// sends deletes).
+    pub side: Side,
+    /// Deletions planned on that side; those that resolve a conflict are not counted.
+    pub deletions: usize,
+    /// Definitions that side holds before the run.
+    pub of: usize,
+    /// `--max-deletions` as given: a count (`20`) or a share (`50%`).
+    pub limit: String,
+    /// The most deletions the limit allows out of `of`; `null` when a share does not apply
+    /// because the side holds fewer than 10 definitions.
+    pub max: Option<u64>,
+    /// More deletions than `max`.
+    pub exceeded: bool,
+    /// Whether the run may make them: not exceeded, or `--allow-mass-delete`. When false, the run
+    /// changed nothing (a dry run or `status`: the real run would stop).
+    pub allowed: bool,
+}
+
+impl DeletionGuard {
+    /// ` (at most N)` for a share, whose count depends on the side's size; empty otherwise.
+    pub fn max_text(&self) -> String {
+        match self.max {
+            Some(m) if self.limit.ends_with('%') => format!(" (at most {m})"),
+            _ => String::new(),
+        }
+    }
+
+    /// What the guard found, why it probably happened and how to let the run through; for logs,
+    /// annotations and the job summary. `path` is the sync root.
+    pub fn message(&self, path: Option<&str>) -> String {
+        let (verb, whose, cause) = match self.side {
+            Side::Git => (
+                "A pull",
+                "definition files on the branch",
+                "the platform answered an empty or partial project (a platform fault, or a dashboard \
+                 commit that deleted them): check the project on the platform"
+                    .to_owned(),
+            ),
+            Side::Platform => (
+                "A push",
+                "definitions on the platform",
+                format!(
+                    "the sync root {} was moved, deleted or emptied in Git, or `path` points at the wrong \
+                     folder: check the branch's last commits",
+                    path.map_or_else(|| "?".to_owned(), |p| format!("`{p}`"))
+                ),
+            ),
+        };
+        let max = self.max_text();
+        if !self.exceeded {
+            return format!(
+                "{verb} deletes {} of the {} {whose}, within --max-deletions {}{max}.",
+                self.deletions, self.of, self.limit
+            );
+        }
+        let mut msg = format!(
+            "{verb} would delete {} of the {} {whose}, more than --max-deletions {}{max} allows. ",
+            self.deletions, self.of, self.limit
+        );
+        if self.allowed {
+            msg.push_str("They were allowed for this run by --allow-mass-delete.");
+        } else {
+            msg.push_str(&format!(
+                "Nothing was changed on either side. The likely cause: {cause}. If the deletions are \
+                 intended, rerun with --allow-mass-delete (the action's input `allow-mass-delete: true`, \
+                 or DEFSYNC_ALLOW_MASS_DELETE=true), or raise --max-deletions."
+            ));
+        }
+        msg
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CommitRef {
     pub id: String,
@@ -126,6 +206,9 @@ pub struct Report {
     pub stats: Option<Stats>,
     /// Pull-request delivery: the pull request opened or updated (or closed, when `state` says).
     pub pull_request: Option<PullRequestRef>,
+    /// The deletion guard's count, when the run plans deletions (`status`: the side that would
+    /// stop its run, or else the one with more deletions).
+    pub deletion_guard: Option<DeletionGuard>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -172,6 +255,7 @@ impl Report {
             path: None,
             stats: None,
             pull_request: None,
+            deletion_guard: None,
         }
     }
 
@@ -191,8 +275,15 @@ impl Report {
             }
             Status::Conflict => crate::error::exit::CONFLICT,
             Status::Invalid => crate::error::exit::INVALID,
+            // Like a refused link: the run needs another setting (`--allow-mass-delete`).
+            Status::MassDelete => crate::error::exit::USAGE,
             Status::Error => self.error.as_ref().map_or(crate::error::exit::FAILURE, |e| e.exit_code),
         }
+    }
+
+    /// The deletion guard's count when it stops (or, for a dry run, would stop) the run.
+    pub fn stopped_by_guard(&self) -> Option<&DeletionGuard> {
+        self.deletion_guard.as_ref().filter(|g| !g.allowed)
     }
 
     pub fn count(&self, side: Side, op: Op) -> usize {

@@ -108,6 +108,8 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         prefer: Preference::Fail,
         dry_run: false,
         no_push: false,
+        max_deletions: Default::default(),
+        allow_mass_delete: false,
         requested_commit: None,
         author: None,
         committer: None,

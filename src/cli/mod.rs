@@ -14,8 +14,8 @@ pub mod sync;
     name = "defsync",
     version,
     about = "Keep a platform's project definitions and a Git repository in sync, both ways",
-    after_help = "Exit status: 0 success, 1 failure (network, platform, git), 2 usage or configuration error, \
-                  3 conflicts found, 4 invalid definitions."
+    after_help = "Exit status: 0 success, 1 failure (network, platform, git), 2 usage or configuration error \
+                  or a run stopped by the deletion guard (--max-deletions), 3 conflicts found, 4 invalid definitions."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -110,10 +110,27 @@ pub struct TargetArgs {
     pub json: bool,
 }
 
+/// The deletion guard's options, for the commands that may delete (`pull`, `push`) and for
+/// `status`, which predicts them.
+#[derive(Debug, Clone, Default, Args)]
+pub struct GuardArgs {
+    /// The deletion guard: stop a pull or push that would delete more than this many of one
+    /// side's definitions, changing nothing (exit 2). A count (`20`) or a share (`50%`); a share
+    /// applies only when that side holds at least 10 definitions.
+    #[arg(long, env = "DEFSYNC_MAX_DELETIONS", default_value = "50%", value_name = "N|P%")]
+    pub max_deletions: crate::sync::DeletionLimit,
+    /// Let this run delete more than --max-deletions allows: after moving or emptying the sync
+    /// root, or emptying the project, on purpose.
+    #[arg(long, env = "DEFSYNC_ALLOW_MASS_DELETE")]
+    pub allow_mass_delete: bool,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct PullArgs {
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub guard: GuardArgs,
     /// The platform commit that asked for this run. A pull always syncs the head.
     #[arg(long, env = "DEFSYNC_COMMIT")]
     pub commit: Option<String>,
@@ -160,6 +177,8 @@ pub struct PullArgs {
 pub struct PushArgs {
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub guard: GuardArgs,
     /// What to do with keys changed on both sides.
     #[arg(long, env = "DEFSYNC_ON_CONFLICT", value_enum)]
     pub on_conflict: Option<OnConflict>,
@@ -172,6 +191,8 @@ pub struct PushArgs {
 pub struct StatusArgs {
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub guard: GuardArgs,
     /// Show conflicts as a run with this setting would resolve them.
     #[arg(long, env = "DEFSYNC_ON_CONFLICT", value_enum)]
     pub on_conflict: Option<OnConflict>,
@@ -198,6 +219,7 @@ pub struct SyncArgs {
     pub on_conflict: Option<OnConflict>,
     pub dry_run: bool,
     pub no_push: bool,
+    pub guard: GuardArgs,
     pub json: bool,
     pub remote: String,
     pub delivery: crate::github::Delivery,
@@ -221,6 +243,7 @@ impl From<TargetArgs> for SyncArgs {
             on_conflict: None,
             dry_run: false,
             no_push: false,
+            guard: GuardArgs::default(),
             json: t.json,
             remote: t.remote,
             delivery: Default::default(),
@@ -242,6 +265,7 @@ impl From<PullArgs> for SyncArgs {
             on_conflict: a.on_conflict,
             dry_run: a.dry_run,
             no_push: a.no_push,
+            guard: a.guard,
             delivery: a.delivery,
             commit_via: a.commit_via,
             pr_branch: a.pr_branch,
@@ -257,13 +281,13 @@ impl From<PullArgs> for SyncArgs {
 
 impl From<PushArgs> for SyncArgs {
     fn from(a: PushArgs) -> Self {
-        SyncArgs { on_conflict: a.on_conflict, dry_run: a.dry_run, ..a.target.into() }
+        SyncArgs { on_conflict: a.on_conflict, dry_run: a.dry_run, guard: a.guard, ..a.target.into() }
     }
 }
 
 impl From<StatusArgs> for SyncArgs {
     fn from(a: StatusArgs) -> Self {
-        SyncArgs { on_conflict: a.on_conflict, ..a.target.into() }
+        SyncArgs { on_conflict: a.on_conflict, guard: a.guard, ..a.target.into() }
     }
 }
 

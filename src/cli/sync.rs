@@ -117,6 +117,8 @@ fn request(which: Which, args: &SyncArgs, repo: &Repo) -> Result<Request> {
         dry_run: args.dry_run,
         no_push: args.no_push,
         // Only pull takes --commit, but a workflow_dispatch event fills it for every command.
+        max_deletions: args.guard.max_deletions,
+        allow_mass_delete: args.guard.allow_mass_delete,
         requested_commit: if which == Which::Pull { args.commit.clone().filter(|c| !c.is_empty()) } else { None },
         author: identity(&args.author)?,
         committer: identity(&args.committer)?,

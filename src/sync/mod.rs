@@ -4,6 +4,7 @@
 //! and only then writes. Every write is a compare-and-swap (the platform commit's `parent`, a
 //! fast-forward Git push, `If-Match` on the record); a run that loses re-reads and re-plans.
 
+pub mod guard;
 mod link;
 mod pull;
 mod push;
@@ -11,6 +12,7 @@ mod status;
 
 use std::collections::{BTreeMap, HashMap};
 
+pub use guard::DeletionLimit;
 pub use link::link;
 pub use pull::pull;
 pub use push::push;
@@ -46,6 +48,10 @@ pub struct Request {
     pub prefer: Preference,
     pub dry_run: bool,
     pub no_push: bool,
+    /// The deletion guard: how many of one side's definitions a run may delete.
+    pub max_deletions: DeletionLimit,
+    /// Let this run delete more than `max_deletions`.
+    pub allow_mass_delete: bool,
     /// Pull only: the platform commit that asked for the run.
     pub requested_commit: Option<String>,
     pub author: Option<Identity>,
@@ -89,6 +95,11 @@ impl Request {
     /// The prefix that `scan` puts before sync-root-relative paths in errors.
     fn prefix(&self) -> &str {
         if self.path == "." { "" } else { &self.path }
+    }
+
+    /// The deletion guard for a plan in `mode`, out of `of` definitions on the side it writes.
+    fn guard(&self, plan: &crate::plan::Plan, mode: crate::plan::Mode, of: usize) -> Option<report::DeletionGuard> {
+        guard::check(plan, mode, of, self.max_deletions, self.allow_mass_delete)
     }
 
     fn put_sync(&self, commit: Option<String>, git_commit: Option<String>, base: Vec<BaseUpdate>) -> PutSync {

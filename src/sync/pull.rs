@@ -45,6 +45,14 @@ pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
         }
 
         phase("conflicts read");
+        // Before anything is written or any base moves: a platform that answers an empty
+        // manifest looks exactly like one whose project was emptied.
+        report.deletion_guard = req.guard(&plan, Mode::Pull, git.files.len());
+        if report.stopped_by_guard().is_some() {
+            report.changes = planned_changes(&plan, &git, req);
+            report.status = Status::MassDelete;
+            return Ok(report);
+        }
         if req.dry_run {
             report.changes = planned_changes(&plan, &git, req);
             report.status = Status::DryRun;

@@ -25,7 +25,9 @@ pub async fn push(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
         report.platform_commit = state.head_ref();
         if !repo.tree_has_path(&tip, &req.path) {
             return Err(Error::Config(format!(
-                "the sync root {} does not exist in commit {} of branch {}: check `path`",
+                "the sync root {} does not exist in commit {} of branch {}: check `path`. If the folder was moved, \
+                 move the link with `defsync link --path <new folder>`; a push never takes a missing sync root \
+                 as a wish to delete every definition",
                 req.path,
                 short(&tip),
                 req.branch
@@ -74,6 +76,13 @@ pub async fn push(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
                 name: item.key.name.clone(),
                 path: path.map(|p| req.repo_path(&p)),
             });
+        }
+        // Before anything is sent or any base moves: a branch that lost its sync root looks
+        // exactly like one that deletes every definition.
+        report.deletion_guard = req.guard(&plan, Mode::Push, state.manifest.len());
+        if report.stopped_by_guard().is_some() {
+            report.status = Status::MassDelete;
+            return Ok(report);
         }
         if req.dry_run {
             report.status = Status::DryRun;

@@ -50,8 +50,19 @@ pub async fn status(repo: &Repo, platform: &Platform, req: &Request) -> Result<R
             report.changes.push(change(req, Side::Platform, op, &item.key, rel));
         }
     }
+    // Each direction's guard, as its run would count it; the report keeps the one that would
+    // stop a run (the larger when both would), else the larger count.
+    let pull_guard = (req.direction != Direction::GitToPlatform).then(|| req.guard(&pull, Mode::Pull, g.len()));
+    let push_guard = (req.direction != Direction::PlatformToGit).then(|| req.guard(&push, Mode::Push, p.len()));
+    report.deletion_guard = pull_guard
+        .flatten()
+        .into_iter()
+        .chain(push_guard.flatten())
+        .max_by_key(|guard| (!guard.allowed, guard.deletions));
     report.status = if pull.has_unresolved() {
         Status::Conflict
+    } else if report.stopped_by_guard().is_some() {
+        Status::MassDelete
     } else if report.changes.is_empty() {
         Status::InSync
     } else {

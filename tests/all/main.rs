@@ -4,6 +4,7 @@ mod action;
 mod files;
 mod firsthour;
 mod github;
+mod guard;
 mod numbers;
 mod proxy;
 mod server;
