@@ -292,6 +292,8 @@ impl Inner {
         let url = self.url(&["v1", "projects", project, "objects", "batch-get"]);
         let body = serde_json::to_vec(&BatchGetRequest { digests: digests.clone() }).expect("serialisable");
         let answer = self.send(Method::POST, &url, Some(&body), &[]).await?;
+        crate::store::strict::check_integer_literals(&answer.body)
+            .map_err(|m| PlatformError::InvalidDefinition(format!("POST {url}: {m}")))?;
         let got: BatchGetResponse = self.parse(&Method::POST, &url, &answer)?;
         let asked: std::collections::HashSet<&Digest> = digests.iter().collect();
         let mut answered = std::collections::HashSet::with_capacity(digests.len());

@@ -10,6 +10,7 @@ use serde_json::{Map, Number, Value};
 
 /// Parses `body` as JSON without duplicate keys, then as `T`. The error is a message for people.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    check_integer_literals(body)?;
     let Strict(value) = serde_json::from_slice(body).map_err(|e| {
         if is_too_deep(&e) {
             format!("the body nests more than {BODY_DEPTH} levels: {}", crate::model::too_deep())
@@ -18,6 +19,51 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
         }
     })?;
     serde_json::from_value(value).map_err(|e| format!("the body does not have the expected form: {e}"))
+}
+
+/// Refuses an integer literal (no fraction, no exponent) beyond ±(2^53 − 1) anywhere in a JSON
+/// text. I-JSON forbids them, and serde_json turns one beyond 64 bits into a float that would
+/// pass as an ordinary number, so the value stored would not be the value sent.
+pub fn check_integer_literals(json: &[u8]) -> Result<(), String> {
+    let mut i = 0;
+    while i < json.len() {
+        match json[i] {
+            b'"' => {
+                // Skip the string, escapes included; serde_json judges its validity.
+                i += 1;
+                while i < json.len() && json[i] != b'"' {
+                    i += if json[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                i += 1;
+                while i < json.len() && matches!(json[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') {
+                    i += 1;
+                }
+                let token = &json[start..i];
+                let digits = token.strip_prefix(b"-").unwrap_or(token);
+                let integer = digits.iter().all(u8::is_ascii_digit);
+                // More than 16 digits is always beyond 2^53 − 1 (16 digits); 16 needs a look.
+                let too_large = integer
+                    && (digits.len() > 16
+                        || std::str::from_utf8(digits)
+                            .ok()
+                            .and_then(|d| d.parse::<u64>().ok())
+                            .is_some_and(|v| v > crate::model::MAX_SAFE_INTEGER));
+                if too_large {
+                    let shown = String::from_utf8_lossy(&token[..token.len().min(40)]);
+                    return Err(format!(
+                        "the integer {shown}{} is beyond ±(2^53−1), which JSON cannot carry exactly; send it as a string",
+                        if token.len() > 40 { "…" } else { "" }
+                    ));
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(())
 }
 
 /// How deep serde_json reads a document before it gives up (its recursion limit). A body whose
@@ -115,6 +161,24 @@ mod tests {
         let v: Value = parse(br#"{"z": 1, "a": [1.5, null, "s", true], "m": {}}"#).unwrap();
         // Key order is kept (serde_json's preserve_order), so a stored spec keeps the sender's order.
         assert_eq!(serde_json::to_string(&v).unwrap(), r#"{"z":1,"a":[1.5,null,"s",true],"m":{}}"#);
+    }
+
+    #[test]
+    fn integer_literals_beyond_i_json_are_refused_even_past_64_bits() {
+        for bad in [
+            "[9007199254740992]",
+            "[-9007199254740992]",
+            r#"{"a": 18446744073709551616}"#,
+            r#"{"a": 100000000000000000000000000000}"#,
+        ] {
+            assert!(parse::<Value>(bad.as_bytes()).unwrap_err().contains("beyond ±(2^53−1)"), "{bad}");
+        }
+        for ok in [
+            "[9007199254740991, -9007199254740991, 1e300, 100000000000000000000.0, 1E+16]",
+            r#"{"s": "18446744073709551616", "e": "\"99999999999999999999"}"#,
+        ] {
+            assert!(parse::<Value>(ok.as_bytes()).is_ok(), "{ok}");
+        }
     }
 
     #[test]

@@ -383,7 +383,7 @@ fn large_commits_and_manifests_are_whole() {
     assert_eq!(head.len(), 10_000);
     for e in &head {
         let n: usize = e.name[2..].parse().unwrap();
-        let want = if n % 7 == 0 && n < 7000 { spec(n / 7 + 1) } else { spec(n) };
+        let want = if n.is_multiple_of(7) && n < 7000 { spec(n / 7 + 1) } else { spec(n) };
         assert_eq!(e.digest, digest_of("workflow", &e.name, want), "{}", e.name);
     }
     let first_id = s.commits(P, 0, 1).unwrap().commits[0].id.clone();

@@ -204,7 +204,7 @@ fn a_spec_nested_past_64_levels_is_refused_by_every_side() {
 #[test]
 fn a_platform_that_sends_a_spec_nested_past_64_levels_is_refused() {
     for levels in [65, 200] {
-        let platform = stand_in::start(levels);
+        let platform = stand_in::start(nested(levels));
         let env = Env::on_server_without_project(&platform.url, KEY);
         let head = env.head();
         let r = env.run("pull", &[]);
@@ -217,8 +217,20 @@ fn a_platform_that_sends_a_spec_nested_past_64_levels_is_refused() {
     }
 }
 
-/// A minimal platform for one project with one definition, nested as deep as asked, that never
-/// checks what it sends.
+/// A platform that sends an integer literal beyond 64 bits: serde_json would read it as a float
+/// and let it pass.
+#[test]
+fn a_platform_that_sends_an_integer_beyond_i_json_is_refused() {
+    let platform = stand_in::start(r#"{"big": 100000000000000000000000}"#.into());
+    let env = Env::on_server_without_project(&platform.url, KEY);
+    let r = env.run("pull", &[]);
+    assert_eq!(r.code, 4, "{r:?}");
+    assert!(format!("{}{}", r.stdout, r.stderr).contains("beyond ±(2^53−1)"), "{r:?}");
+    assert!(!env.exists("defs"));
+}
+
+/// A minimal platform for one project with one definition `setting/deep` whose spec is the given
+/// JSON text, that never checks what it sends.
 mod stand_in {
     use axum::extract::Path;
     use axum::routing::{get, post};
@@ -229,8 +241,7 @@ mod stand_in {
         _runtime: tokio::runtime::Runtime,
     }
 
-    pub fn start(levels: usize) -> StandIn {
-        let spec_text = super::nested(levels);
+    pub fn start(spec_text: String) -> StandIn {
         // The digest it claims is the real one where serde_json can hold the value.
         let digest = serde_json::from_str::<serde_json::Value>(&spec_text)
             .map(|spec| defsync::model::Definition { kind: "setting".into(), name: "deep".into(), spec }.digest())
