@@ -11,6 +11,8 @@ use serde_saphyr::{DuplicateKeyPolicy, MergeKeyPolicy, MessageFormatter as _, No
 
 use crate::model::{self, Definition, MAX_DEPTH, MAX_SAFE_INTEGER};
 
+mod strict;
+
 /// Files larger than this are refused before parsing: a definition's canonical form is at most
 /// 1 MiB, so a bigger file can only be padding or an attack on the parser.
 pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
@@ -160,6 +162,11 @@ fn parse_limited(text: &[u8], max_spec_depth: usize) -> Result<(Definition, Stri
         let (line, column) = line_column(&text[..e.valid_up_to()]);
         ParseError::at(line, column, "the file is not valid UTF-8: save it as UTF-8")
     })?;
+
+    // YAML 1.2 rules serde-saphyr does not enforce; and its reading of `0755` as a float.
+    let strict = strict::check(text)?;
+    let normalised = strict::without_leading_zeros(text, &strict.leading_zeros);
+    let text = normalised.as_deref().unwrap_or(text);
 
     let ctx = Ctx { max_depth: max_spec_depth, ..Ctx::default() };
     let parsed = serde_saphyr::with_deserializer_from_str_with_options(text, options(max_spec_depth), |d| {

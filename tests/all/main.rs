@@ -7,3 +7,4 @@ mod proxy;
 mod server;
 mod support;
 mod sync;
+mod yaml12;
