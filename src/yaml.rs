@@ -298,7 +298,8 @@ struct Ctx {
     /// Set when a value might hide something serde-saphyr resolves differently from the YAML
     /// 1.2 core schema (see [`recheck`]).
     recheck: Cell<bool>,
-    /// The top-level node is not a mapping; serde-saphyr gives no location for that.
+    /// The top-level node is not a mapping, or lacks `kind` or `name`; serde-saphyr gives no
+    /// location for that, so the error points at the node's start.
     root_not_a_mapping: Cell<bool>,
     /// How deep the spec may nest in this reading.
     max_depth: usize,
@@ -490,8 +491,11 @@ impl<'de> Visitor<'de> for DocumentVisitor<'_> {
                 _ => spec = Some(map.next_value_seed(ValueSeed { ctx: self.ctx, depth: 0 })?),
             }
         }
-        let missing =
-            |field: &str| de::Error::custom(format!("`{field}` is missing: {TOP_LEVEL_SHAPE}; add `{field}:`"));
+        let missing = |field: &str| {
+            // serde-saphyr has no location once the mapping has ended: point at its start.
+            self.ctx.root_not_a_mapping.set(true);
+            de::Error::custom(format!("`{field}` is missing: {TOP_LEVEL_SHAPE}; add `{field}:`"))
+        };
         let kind = kind.ok_or_else(|| missing("kind"))?;
         let name = name.ok_or_else(|| missing("name"))?;
         Ok((kind, name, spec))

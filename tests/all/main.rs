@@ -2,6 +2,7 @@
 
 mod action;
 mod files;
+mod fuzzing;
 mod github;
 mod proxy;
 mod server;
