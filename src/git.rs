@@ -225,6 +225,8 @@ impl Repo {
         }
         args.extend([remote, refspec.as_str()]);
         self.run(&args).map_err(|e| match e {
+            // The branch and the credentials are not what is wrong.
+            Error::Git(m) if m.contains(STALE_LOCK) => Error::Git(format!("cannot fetch branch {branch:?} from {remote:?}: {m}")),
             Error::Git(m) => Error::Git(format!(
                 "cannot fetch branch {branch:?} from {remote:?}: {m}. Check that the branch exists and that the checkout has credentials (actions/checkout keeps them unless persist-credentials is false)"
             )),
@@ -502,7 +504,41 @@ fn describe_failure(cmd: &Command, stderr: &[u8]) -> String {
     let args: Vec<String> = cmd.get_args().map(|a| redact_urls(&a.to_string_lossy())).collect();
     let stderr = redact_urls(&String::from_utf8_lossy(stderr));
     let stderr = stderr.trim();
-    format!("`git {}` failed: {}", args.join(" "), if stderr.is_empty() { "(no message)" } else { stderr })
+    let said = if stderr.is_empty() { "(no message)" } else { stderr };
+    match stale_lock(stderr) {
+        Some(hint) => format!("`git {}` failed: {hint}. Git said: {said}", args.join(" ")),
+        None => format!("`git {}` failed: {said}", args.join(" ")),
+    }
+}
+
+/// Starts the hint of [`stale_lock`], so that callers can tell a lock failure from others.
+const STALE_LOCK: &str = "Git's lock file";
+
+/// Git's "Unable to create '…/X.lock': File exists": a run killed during `git fetch` (or any
+/// Git command) leaves `shallow.lock`, `index.lock` or a ref's lock behind, and every later
+/// Git command that needs it fails. Removing it is safe only when no Git process is still
+/// running, which only the user can tell, so the hint says how and never removes it.
+fn stale_lock(stderr: &str) -> Option<String> {
+    let (_, rest) = stderr.split_once("Unable to create '")?;
+    let (path, rest) = rest.split_once('\'')?;
+    if !rest.starts_with(": File exists") || !path.ends_with(".lock") {
+        return None;
+    }
+    Some(format!(
+        "{STALE_LOCK} {path} exists, so an earlier Git process in this checkout was interrupted (a killed run?) or is still running. \
+         Check that no git process is running here (`ps -ef | grep git`), then remove the file: rm {}; \
+         defsync never removes it itself",
+        shell_quote(path)
+    ))
+}
+
+/// `path` as one shell word, for a command the user may copy.
+fn shell_quote(path: &str) -> String {
+    if path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+@%:,".contains(&b)) {
+        path.to_owned()
+    } else {
+        format!("'{}'", path.replace('\'', "'\\''"))
+    }
 }
 
 fn push_failure_hint(branch: &str, text: &str) -> String {
@@ -517,6 +553,9 @@ fn push_failure_hint(branch: &str, text: &str) -> String {
     } else {
         "see Git's message"
     };
+    if let Some(lock) = stale_lock(text) {
+        return format!("cannot push to branch {branch:?}: {lock}. Git said: {}", redact_urls(text.trim()));
+    }
     format!("cannot push to branch {branch:?}: {hint}. Git said: {}", redact_urls(text.trim()))
 }
 

@@ -7,6 +7,8 @@ pub mod api;
 pub mod cli;
 pub mod digest;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod git;
 pub mod github;
 pub mod layout;

@@ -11,6 +11,8 @@ use serde_saphyr::{DuplicateKeyPolicy, MergeKeyPolicy, MessageFormatter as _, No
 
 use crate::model::{self, Definition, MAX_DEPTH, MAX_SAFE_INTEGER};
 
+mod strict;
+
 /// Files larger than this are refused before parsing: a definition's canonical form is at most
 /// 1 MiB, so a bigger file can only be padding or an attack on the parser.
 pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
@@ -162,6 +164,11 @@ fn parse_limited(text: &[u8], max_spec_depth: usize) -> Result<(Definition, Stri
         ParseError::at(line, column, "the file is not valid UTF-8: save it as UTF-8")
     })?;
 
+    // YAML 1.2 rules serde-saphyr does not enforce; and its reading of `0755` as a float.
+    let strict = strict::check(text)?;
+    let normalised = strict::without_leading_zeros(text, &strict.leading_zeros);
+    let text = normalised.as_deref().unwrap_or(text);
+
     let ctx = Ctx { max_depth: max_spec_depth, ..Ctx::default() };
     let parsed = serde_saphyr::with_deserializer_from_str_with_options(text, options(max_spec_depth), |d| {
         DocumentSeed { ctx: &ctx }.deserialize(d)
@@ -292,7 +299,8 @@ struct Ctx {
     /// Set when a value might hide something serde-saphyr resolves differently from the YAML
     /// 1.2 core schema (see [`recheck`]).
     recheck: Cell<bool>,
-    /// The top-level node is not a mapping; serde-saphyr gives no location for that.
+    /// The top-level node is not a mapping, or lacks `kind` or `name`; serde-saphyr gives no
+    /// location for that, so the error points at the node's start.
     root_not_a_mapping: Cell<bool>,
     /// How deep the spec may nest in this reading.
     max_depth: usize,
@@ -484,8 +492,11 @@ impl<'de> Visitor<'de> for DocumentVisitor<'_> {
                 _ => spec = Some(map.next_value_seed(ValueSeed { ctx: self.ctx, depth: 0 })?),
             }
         }
-        let missing =
-            |field: &str| de::Error::custom(format!("`{field}` is missing: {TOP_LEVEL_SHAPE}; add `{field}:`"));
+        let missing = |field: &str| {
+            // serde-saphyr has no location once the mapping has ended: point at its start.
+            self.ctx.root_not_a_mapping.set(true);
+            de::Error::custom(format!("`{field}` is missing: {TOP_LEVEL_SHAPE}; add `{field}:`"))
+        };
         let kind = kind.ok_or_else(|| missing("kind"))?;
         let name = name.ok_or_else(|| missing("name"))?;
         Ok((kind, name, spec))

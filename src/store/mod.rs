@@ -11,6 +11,10 @@ mod outbox;
 mod schema;
 pub mod strict;
 
+/// The strict JSON parser, for the fuzz targets (`crate::fuzzing`).
+#[doc(hidden)]
+pub use strict::parse as strict_parse;
+
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

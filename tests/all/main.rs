@@ -3,6 +3,7 @@
 mod action;
 mod files;
 mod firsthour;
+mod fuzzing;
 mod github;
 mod guard;
 mod numbers;
@@ -10,3 +11,4 @@ mod proxy;
 mod server;
 mod support;
 mod sync;
+mod yaml12;

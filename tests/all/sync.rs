@@ -659,3 +659,49 @@ fn a_missing_platform_is_a_configuration_error() {
     assert_eq!(r.code, 2, "{r:#?}");
     assert!(r.stderr.contains("no platform") && r.stderr.contains("DEFSYNC_PLATFORM"), "{}", r.stderr);
 }
+
+/// A run killed during `git fetch` leaves Git's lock behind; every later run failed with Git's
+/// bare "File exists". The message names the lock, says why it is there and how to remove it
+/// safely, and the lock stays: only the user can tell that no Git process still runs.
+#[test]
+fn stale_ref_lock_is_named_with_how_to_remove_it() {
+    let env = pulled();
+    // A colleague's push, so that the fetch must move refs/remotes/origin/main.
+    let colleague = env.second_clone("colleague");
+    std::fs::write(colleague.join("NOTES.md"), "notes\n").unwrap();
+    env.git_in(&colleague, &["add", "NOTES.md"]);
+    env.git_in(&colleague, &["commit", "--quiet", "-m", "notes"]);
+    env.git_in(&colleague, &["push", "--quiet", "origin", "main"]);
+    let lock = env.work.join(".git/refs/remotes/origin/main.lock");
+    std::fs::write(&lock, "").unwrap();
+
+    let r = env.run("pull", &[]);
+    assert_eq!(r.code, 1, "{r:#?}");
+    let said = format!("{}{}", r.stdout, r.stderr);
+    assert!(said.contains(&format!("Git's lock file {} exists", lock.display())), "{said}");
+    assert!(said.contains("earlier Git process in this checkout was interrupted"), "{said}");
+    assert!(said.contains(&format!("rm {}", lock.display())), "{said}");
+    assert!(said.contains("no git process is running"), "{said}");
+    assert!(!said.contains("credentials"), "not a credentials problem: {said}");
+    assert!(lock.exists(), "the lock must never be removed silently");
+
+    std::fs::remove_file(&lock).unwrap();
+    env.run("pull", &[]).ok();
+}
+
+#[test]
+fn stale_shallow_lock_is_named_with_how_to_remove_it() {
+    let env = seeded();
+    let shallow = env.dir.path().join("shallow");
+    let url = format!("file://{}", env.origin.display());
+    env.git_in(env.dir.path(), &["clone", "--quiet", "--depth", "1", &url, shallow.to_str().unwrap()]);
+    let lock = shallow.join(".git/shallow.lock");
+    std::fs::write(&lock, "").unwrap();
+
+    let r = env.defsync_in(&shallow, &["pull", "--json"], &[]);
+    assert_eq!(r.code, 1, "{r:#?}");
+    let said = format!("{}{}", r.stdout, r.stderr);
+    assert!(said.contains(&format!("Git's lock file {} exists", lock.display())), "{said}");
+    assert!(said.contains(&format!("rm {}", lock.display())), "{said}");
+    assert!(lock.exists(), "the lock must never be removed silently");
+}
