@@ -5,7 +5,7 @@
 #   docker run --rm -v "$PWD:/work" -w /work -e DEFSYNC_PLATFORM -e DEFSYNC_API_KEY \
 #     -e DEFSYNC_PROJECT defsync status
 #
-# The reference platform (see docs/action.md, "Running defsync serve from the image"):
+# The reference platform (see the README, "Running `defsync serve` from the image"):
 #   docker run -d -p 8787:8787 -v defsync-data:/data -e DEFSYNC_SERVER_KEYS=<key> defsync serve
 #
 # The release workflow builds the `release` target instead, from the binaries it already built

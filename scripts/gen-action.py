@@ -34,7 +34,7 @@ OUTPUTS = [
   ("conflicts", "Definitions changed on both sides."),
   ("report", "The full JSON report (use fromJSON)."),
 ]
-CACHE = "actions/cache@5a3ec84eff668545956fd18022155c47e93e2684 # v4.2.3"
+CACHE = "actions/cache@27d5ce7f107fe9357f9df03efb73ab90386fccae # v5.0.5"
 
 def q(s):
     return "'" + s.replace("'", "''") + "'"

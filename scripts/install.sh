@@ -64,6 +64,13 @@ temp_dir() {
   unix_path "$t"
 }
 
+# A new directory of our own under the temp dir: never a fixed name, which another user or an
+# earlier step could have made (a symlink elsewhere, or a file we would then trust).
+# Sets NEW_DIR; not meant for $(...), where `die` could not end the script.
+new_dir() {
+  NEW_DIR="$(mktemp -d "$(temp_dir)/defsync-$1.XXXXXXXX")" || die "cannot create a temporary directory under $(temp_dir)"
+}
+
 # The release asset name for this runner: a Rust target triple.
 target_triple() {
   local os="${RUNNER_OS:-}" arch="${RUNNER_ARCH:-}"
@@ -119,6 +126,8 @@ download_base() {
 # `die` ends the script.
 fetch() {
   local url="$1" file="$2" proto
+  command -v curl >/dev/null 2>&1 ||
+    die "curl is not installed, and it is needed to download the defsync release: install curl on the runner (every GitHub-hosted runner has it), or build from source by using the action at a ref that has no release"
   case "$url" in
     https://*) proto='=https' ;;
     http://127.0.0.1[:/]* | http://localhost[:/]* | http://\[::1\][:/]*) proto='=http' ;;
@@ -140,8 +149,8 @@ install_release() {
   base="$(download_base)"
   [ -n "$base" ] || return 0
   asset="defsync-$triple$(exe_suffix "$triple")"
-  dir="$(temp_dir)/defsync-$tag-$triple"
-  rm -rf "$dir" && mkdir -p "$dir"
+  new_dir "$tag"
+  dir="$NEW_DIR"
 
   fetch "$base/$tag/SHA256SUMS" "$dir/SHA256SUMS"
   case "$FETCH_STATUS" in
@@ -174,6 +183,7 @@ install_release() {
 }
 
 # A hash of everything cargo builds from, for the cache key and the built binary's name.
+# The list goes through a pipe, so no file under the temp dir is involved.
 source_hash() {
   local dir
   dir="$(action_dir)"
@@ -183,8 +193,7 @@ source_hash() {
       printf '%s\n' "$f"
       sha256_of "$f"
     done
-  ) >"$(temp_dir)/defsync-source-list"
-  sha256_of "$(temp_dir)/defsync-source-list"
+  ) | sha256_of -
 }
 
 build_dir() {
@@ -218,8 +227,8 @@ resolve() {
         # A full commit SHA gets the release only when that release was built from this commit.
         if [ "${#ref}" -eq 40 ] && [ -n "$src" ] && ! printf '%s' "$ref" | grep -q '[^0-9a-f]'; then
           local dir
-          dir="$(temp_dir)/defsync-source-commit"
-          mkdir -p "$dir"
+          new_dir source-commit
+          dir="$NEW_DIR"
           if [ -n "$(download_base)" ]; then
             fetch "$(download_base)/v$src/SOURCE_COMMIT" "$dir/SOURCE_COMMIT"
             if [ "$FETCH_STATUS" = 200 ] && [ "$(tr -d ' \r\n' <"$dir/SOURCE_COMMIT")" = "$ref" ]; then

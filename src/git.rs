@@ -99,6 +99,89 @@ pub struct Repo {
     /// `safe.directory` to pass to every command, for container actions whose workspace belongs
     /// to another user. Given through the environment, so no config file is ever changed.
     safe_directory: Option<String>,
+    /// How `fetch` and `push` authenticate to the GitHub server, when a token was given.
+    auth: Option<GitHubAuth>,
+}
+
+/// defsync's own credentials for `git fetch` and `git push` on the GitHub server: the token it
+/// already holds, as the `Authorization` header actions/checkout would have stored. It reaches
+/// git as `http.<server>/.extraheader` in `GIT_CONFIG_*` variables, so it is never on a command
+/// line (which `ps` shows) nor in `.git/config` (which later workflow steps can read).
+#[derive(Clone)]
+pub struct GitHubAuth {
+    /// `https://github.com`, or a GitHub Enterprise Server's URL; no trailing slash.
+    server: String,
+    header: String,
+}
+
+impl std::fmt::Debug for GitHubAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitHubAuth").field("server", &self.server).field("header", &"***").finish()
+    }
+}
+
+impl GitHubAuth {
+    /// `None` unless the server is an `https://` URL and the token is not empty: a token must
+    /// never travel in clear text.
+    pub fn new(token: &str, server_url: &str) -> Option<Self> {
+        use base64::Engine as _;
+        let server = server_url.trim().trim_end_matches('/');
+        let rest = server.strip_prefix("https://").filter(|r| !r.is_empty() && !r.contains('@'))?;
+        if token.is_empty() || token.chars().any(|c| c.is_control() || c.is_whitespace()) || rest.contains(' ') {
+            return None;
+        }
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
+        Some(GitHubAuth { server: server.to_owned(), header: format!("AUTHORIZATION: basic {basic}") })
+    }
+
+    /// From the token defsync was given (`--github-token` or `DEFSYNC_GITHUB_TOKEN`, else the
+    /// runner's `GITHUB_TOKEN`) and the runner's `GITHUB_SERVER_URL` (default github.com).
+    pub fn from_env(token: Option<&str>) -> Option<Self> {
+        let given = |v: Option<String>| v.filter(|t| !t.is_empty());
+        let token = given(token.map(str::to_owned)).or_else(|| given(std::env::var("GITHUB_TOKEN").ok()))?;
+        let server = given(std::env::var("GITHUB_SERVER_URL").ok()).unwrap_or_else(|| "https://github.com".into());
+        Self::new(&token, &server)
+    }
+
+    /// Whether `url` is an https remote on this server. A remote that carries its own
+    /// credentials (`https://user:token@host/...`) keeps them and gets no header.
+    pub fn applies_to(&self, url: &str) -> bool {
+        let url = url.trim();
+        url.len() > self.server.len()
+            && url.is_char_boundary(self.server.len())
+            && url[..self.server.len()].eq_ignore_ascii_case(&self.server)
+            && url[self.server.len()..].starts_with('/')
+    }
+
+    /// The config entries for a command that talks to this server. The empty value first
+    /// clears any header for the server that a checkout with `persist-credentials: true` left in
+    /// `.git/config`: two `Authorization` headers make GitHub answer 400.
+    fn config(&self) -> [(String, String); 2] {
+        let key = format!("http.{}/.extraheader", self.server);
+        [(key.clone(), String::new()), (key, self.header.clone())]
+    }
+}
+
+/// Environment variables a git subprocess never needs, and must not see: every `DEFSYNC_*`
+/// (the platform key among them) and any token or secret of the runner. Git's own `GIT_*`
+/// variables stay.
+fn scrubbed(name: &str) -> bool {
+    let name = name.to_ascii_uppercase();
+    if name.starts_with("GIT_") {
+        return false;
+    }
+    const TOKENS: &[&str] = &[
+        "GITHUB_TOKEN",
+        "GH_TOKEN",
+        "GH_ENTERPRISE_TOKEN",
+        "GITHUB_ENTERPRISE_TOKEN",
+        "ACTIONS_RUNTIME_TOKEN",
+        "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+        "ACTIONS_ID_TOKEN_REQUEST_URL",
+    ];
+    name.starts_with("DEFSYNC_")
+        || TOKENS.contains(&name.as_str())
+        || ["_TOKEN", "_API_KEY", "_SECRET", "_PASSWORD"].iter().any(|s| name.ends_with(s))
 }
 
 impl Repo {
@@ -108,7 +191,7 @@ impl Repo {
             .ok()
             .filter(|_| std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true"))
             .filter(|w| !w.is_empty());
-        let probe = Repo { root: dir.to_path_buf(), safe_directory };
+        let probe = Repo { root: dir.to_path_buf(), safe_directory, auth: None };
         let top = probe.run(["rev-parse", "--show-toplevel"]).map_err(|e| {
             Error::Config(format!(
                 "{} is not inside a Git work tree ({e}); run defsync from a clone of the repository",
@@ -122,7 +205,22 @@ impl Repo {
         &self.root
     }
 
+    /// Authenticates `fetch` and `push` to https remotes on the GitHub server with `auth`.
+    pub fn with_auth(self, auth: Option<GitHubAuth>) -> Self {
+        Repo { auth, ..self }
+    }
+
     fn command<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.command_with(args, &[])
+    }
+
+    /// The one place git is spawned: every command gets a scrubbed environment and the config
+    /// entries it needs, added after any `GIT_CONFIG_*` entries the caller's environment has.
+    fn command_with<I, S>(&self, args: I, extra_config: &[(String, String)]) -> Command
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -135,10 +233,44 @@ impl Repo {
             .env("GIT_LITERAL_PATHSPECS", "1")
             .env("LC_ALL", "C")
             .stdin(Stdio::null());
+        for (name, _) in std::env::vars_os() {
+            if scrubbed(&name.to_string_lossy()) {
+                cmd.env_remove(name);
+            }
+        }
+        let mut config: Vec<(String, String)> = Vec::new();
         if let Some(dir) = &self.safe_directory {
-            cmd.env("GIT_CONFIG_COUNT", "1").env("GIT_CONFIG_KEY_0", "safe.directory").env("GIT_CONFIG_VALUE_0", dir);
+            config.push(("safe.directory".into(), dir.clone()));
+        }
+        config.extend_from_slice(extra_config);
+        if !config.is_empty() {
+            let inherited: usize = std::env::var("GIT_CONFIG_COUNT").ok().and_then(|n| n.parse().ok()).unwrap_or(0);
+            for (i, (key, value)) in config.iter().enumerate() {
+                cmd.env(format!("GIT_CONFIG_KEY_{}", inherited + i), key)
+                    .env(format!("GIT_CONFIG_VALUE_{}", inherited + i), value);
+            }
+            cmd.env("GIT_CONFIG_COUNT", (inherited + config.len()).to_string());
         }
         cmd
+    }
+
+    /// A command that talks to `remote` (a remote's name or a URL): with defsync's credentials
+    /// when the remote's URL for that direction is an https URL on the GitHub server.
+    fn remote_command(&self, args: &[&str], remote: &str, push: bool) -> Command {
+        let config = match &self.auth {
+            Some(auth) => {
+                let mut get_url = vec!["remote", "get-url"];
+                if push {
+                    get_url.push("--push");
+                }
+                get_url.extend(["--", remote]);
+                // A name git does not know is a URL (as `git fetch <url>` takes it).
+                let url = self.run(&get_url).map(|u| u.trim().to_owned()).unwrap_or_else(|_| remote.to_owned());
+                if auth.applies_to(&url) { auth.config().to_vec() } else { Vec::new() }
+            }
+            None => Vec::new(),
+        };
+        self.command_with(args, &config)
     }
 
     /// Runs git and returns its stdout; a non-zero exit is an error carrying stderr.
@@ -224,11 +356,11 @@ impl Repo {
             args.push("--depth=1");
         }
         args.extend([remote, refspec.as_str()]);
-        self.run(&args).map_err(|e| match e {
+        self.output(self.remote_command(&args, remote, false)).map_err(|e| match e {
             // The branch and the credentials are not what is wrong.
             Error::Git(m) if m.contains(STALE_LOCK) => Error::Git(format!("cannot fetch branch {branch:?} from {remote:?}: {m}")),
             Error::Git(m) => Error::Git(format!(
-                "cannot fetch branch {branch:?} from {remote:?}: {m}. Check that the branch exists and that the checkout has credentials (actions/checkout keeps them unless persist-credentials is false)"
+                "cannot fetch branch {branch:?} from {remote:?}: {m}. Check that the branch exists and that defsync has a token that may read the repository (the action's github-token input, or DEFSYNC_GITHUB_TOKEN; a workflow needs `permissions: contents: read`)"
             )),
             e => e,
         })?;
@@ -447,7 +579,7 @@ impl Repo {
     /// Pushes `commit` to `refs/heads/<branch>` on `remote`, fast-forward only.
     pub fn push(&self, remote: &str, commit: &str, branch: &str) -> Result<PushOutcome> {
         let refspec = format!("{commit}:refs/heads/{branch}");
-        let mut cmd = self.command(["push", "--porcelain", "--quiet", remote, &refspec]);
+        let mut cmd = self.remote_command(&["push", "--porcelain", "--quiet", remote, &refspec], remote, true);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let out = cmd.output().map_err(|e| Error::Git(format!("cannot run git: {e}")))?;
         if out.status.success() {
@@ -467,7 +599,7 @@ impl Repo {
     /// branches that belong to defsync (the pull-request branch).
     pub fn push_branch_force(&self, remote: &str, commit: &str, branch: &str) -> Result<()> {
         let refspec = format!("+{commit}:refs/heads/{branch}");
-        self.run(["push", "--quiet", remote, &refspec])
+        self.output(self.remote_command(&["push", "--quiet", remote, &refspec], remote, true))
             .map(drop)
             .map_err(|e| Error::Git(push_failure_hint(branch, &e.to_string())))
     }
@@ -549,7 +681,7 @@ fn push_failure_hint(branch: &str, text: &str) -> String {
     } else if text.contains("403") || text.contains("Permission") || text.contains("denied") {
         "the token may not push: give the workflow `permissions: contents: write`"
     } else if text.contains("could not read Username") || text.contains("Authentication failed") {
-        "the checkout has no credentials: keep actions/checkout's persist-credentials, or configure a token"
+        "git has no credentials: give defsync a token that may push (the action's github-token input, or DEFSYNC_GITHUB_TOKEN) and `permissions: contents: write`"
     } else {
         "see Git's message"
     };
@@ -562,6 +694,62 @@ fn push_failure_hint(branch: &str, text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_auth_header_is_only_for_https_remotes_on_the_github_server() {
+        let auth = GitHubAuth::new("ghs_secret", "https://github.com/").unwrap();
+        for url in ["https://github.com/acme/defs.git", "HTTPS://GitHub.com/acme/defs", "https://github.com/a/b/"] {
+            assert!(auth.applies_to(url), "{url}");
+        }
+        for url in [
+            "http://github.com/acme/defs.git",
+            "git@github.com:acme/defs.git",
+            "ssh://git@github.com/acme/defs.git",
+            "https://github.com.evil.example/acme/defs.git",
+            "https://github.com@evil.example/acme/defs.git",
+            "https://x-access-token:other@github.com/acme/defs.git",
+            "https://gitlab.com/acme/defs.git",
+            "/tmp/origin.git",
+            "../origin.git",
+            "file:///tmp/origin.git",
+            "https://github.com",
+        ] {
+            assert!(!auth.applies_to(url), "{url}");
+        }
+        // The header is Basic x-access-token:<token>, as actions/checkout writes it.
+        let [(clear_key, clear), (key, header)] = auth.config();
+        assert_eq!((clear_key.as_str(), clear.as_str()), ("http.https://github.com/.extraheader", ""));
+        assert_eq!(key, "http.https://github.com/.extraheader");
+        assert_eq!(header, "AUTHORIZATION: basic eC1hY2Nlc3MtdG9rZW46Z2hzX3NlY3JldA==");
+        // A token never goes out in clear text, and never prints.
+        assert!(GitHubAuth::new("ghs_secret", "http://ghe.example").is_none());
+        assert!(GitHubAuth::new("", "https://github.com").is_none());
+        assert!(GitHubAuth::new("a\nb", "https://github.com").is_none());
+        assert!(!format!("{auth:?}").contains("eC1hY2Nlc3Mt"));
+        let ghes = GitHubAuth::new("t", "https://ghe.example/").unwrap();
+        assert!(ghes.applies_to("https://ghe.example/o/r.git") && !ghes.applies_to("https://github.com/o/r.git"));
+    }
+
+    #[test]
+    fn git_never_sees_the_platform_key_or_tokens() {
+        for name in [
+            "DEFSYNC_API_KEY",
+            "DEFSYNC_GITHUB_TOKEN",
+            "GITHUB_TOKEN",
+            "GH_TOKEN",
+            "ACTIONS_RUNTIME_TOKEN",
+            "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+            "NPM_TOKEN",
+            "defsync_api_key",
+            "SOME_API_KEY",
+            "DEFSYNC_SERVER_KEYS",
+        ] {
+            assert!(scrubbed(name), "{name}");
+        }
+        for name in ["PATH", "HOME", "GIT_ASKPASS", "GIT_CONFIG_GLOBAL", "SSH_AUTH_SOCK", "HTTPS_PROXY", "LANG"] {
+            assert!(!scrubbed(name), "{name}");
+        }
+    }
 
     #[test]
     fn credentials_in_urls_are_redacted() {

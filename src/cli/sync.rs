@@ -20,7 +20,8 @@ pub enum Which {
 
 pub async fn run(which: Which, args: &SyncArgs) -> Result<Report> {
     let started = std::time::Instant::now();
-    let repo = Repo::discover(&std::env::current_dir().map_err(|e| Error::Config(e.to_string()))?)?;
+    let repo = Repo::discover(&std::env::current_dir().map_err(|e| Error::Config(e.to_string()))?)?
+        .with_auth(crate::git::GitHubAuth::from_env(args.github_token.as_deref()));
     let platform = open_platform(&args.platform)?;
     let req = request(which, args, &repo)?;
     tracing::debug!(?req, "request");

@@ -965,6 +965,17 @@ fn eval(expr: &str, ctx: &HashMap<String, String>) -> String {
 
 /// Runs action.yml's install step with the given ref and version input.
 fn install_step(tmp: &Path, server: &FileServer, action_ref: &str, version: &str) -> StepRun {
+    install_step_with(tmp, server, action_ref, version, &[])
+}
+
+/// As [`install_step`], with more environment (set last).
+fn install_step_with(
+    tmp: &Path,
+    server: &FileServer,
+    action_ref: &str,
+    version: &str,
+    extra: &[(&'static str, String)],
+) -> StepRun {
     let (run, env) = action_step("install");
     let ctx = HashMap::from([
         ("github.action_path".to_owned(), ROOT.to_owned()),
@@ -974,6 +985,7 @@ fn install_step(tmp: &Path, server: &FileServer, action_ref: &str, version: &str
     ]);
     let mut env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), eval(v, &ctx))).collect();
     env.push(("DEFSYNC_DOWNLOAD_BASE", server.base.clone()));
+    env.extend(extra.iter().cloned());
     let env: Vec<(&str, String)> = env.into_iter().map(|(k, v)| (leak(k), v)).collect();
     run_step(tmp, &run, &env, tmp)
 }
@@ -1036,6 +1048,60 @@ fn install_refuses_a_tampered_download() {
     server.put(&format!("/{tag}/SHA256SUMS"), format!("nothex  defsync-{}\n", this_target()).as_bytes());
     let r = install_step(tmp.path(), &server, &tag, "");
     assert_ne!(r.code, 0, "{}", r.stdout);
+}
+
+/// install.sh used fixed names under the temp dir (`defsync-<tag>-<target>`), which another user
+/// or an earlier step could have made first; each install now gets a fresh `mktemp -d`.
+#[test]
+fn install_downloads_into_a_fresh_directory_each_time() {
+    let server = FileServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let tag = format!("v{}", cargo_version());
+    server.release(&tag, &fake_binary("the release"), &"a".repeat(40));
+    let fixed = tmp.path().join(format!("defsync-{tag}-{}", this_target()));
+    std::fs::create_dir_all(&fixed).unwrap();
+    std::fs::write(fixed.join("defsync"), fake_binary("planted")).unwrap();
+    make_executable(&fixed.join("defsync"));
+
+    let first = install_step(tmp.path(), &server, &tag, "");
+    let second = install_step(tmp.path(), &server, &tag, "");
+    for r in [&first, &second] {
+        assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+        let bin = PathBuf::from(&r.outputs["bin"]);
+        assert!(bin.starts_with(tmp.path()) && !bin.starts_with(&fixed), "{}", bin.display());
+        assert!(r.stdout.contains("the release") && !r.stdout.contains("planted"), "{}", r.stdout);
+    }
+    assert_ne!(PathBuf::from(&first.outputs["bin"]).parent(), PathBuf::from(&second.outputs["bin"]).parent());
+    assert_eq!(std::fs::read(fixed.join("defsync")).unwrap(), fake_binary("planted"), "left alone");
+}
+
+#[cfg(unix)]
+#[test]
+fn install_says_when_curl_is_missing() {
+    let server = FileServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    server.release(&format!("v{}", cargo_version()), &fake_binary("x"), &"a".repeat(40));
+    // A PATH with every tool install.sh uses but curl.
+    let bin = tmp.path().join("bin-without-curl");
+    std::fs::create_dir(&bin).unwrap();
+    let tools = "bash sh env awk sha256sum shasum mktemp cat tr grep dirname uname mkdir rm mv chmod find sort";
+    for tool in tools.split(' ') {
+        let out = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().unwrap();
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if out.status.success() && path.starts_with('/') {
+            std::os::unix::fs::symlink(path, bin.join(tool)).unwrap();
+        }
+    }
+    let r = install_step_with(
+        tmp.path(),
+        &server,
+        "main",
+        &cargo_version(),
+        &[("PATH", bin.to_string_lossy().into_owned())],
+    );
+    assert_ne!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("::error title=defsync install::curl is not installed"), "{}{}", r.stdout, r.stderr);
+    assert!(!r.outputs.contains_key("bin"), "{:?}", r.outputs);
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

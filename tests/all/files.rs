@@ -475,18 +475,44 @@ fn scan_of_many_files_is_deterministic() {
     assert_eq!(digests(&scanned), digests(&again));
 }
 
-/// The vendored vectors must equal the contract's, wherever the contract is beside the repository
-/// (as it is in this project's CI).
+/// The vendored copies (the contract, its vectors, GitHub's reference data) must equal their
+/// sources wherever those are beside the repository, as they are in this project's workspace.
+/// A clone of the repository alone has no `../shared`: the check then says it skipped.
 #[test]
 fn vendored_vectors_match_the_contract() {
-    let shared = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/contract/vectors.json");
-    let Ok(contract) = std::fs::read(shared) else {
-        eprintln!("../shared is absent: vendored vectors not compared");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let shared = std::path::Path::new(root).join("../shared");
+    if !shared.is_dir() {
+        eprintln!("../shared is absent: vendored copies not compared (skipped)");
         return;
-    };
-    let vendored = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/contract/vectors.json")).unwrap();
-    assert!(
-        contract == vendored,
-        "tests/contract/vectors.json differs from ../shared/contract/vectors.json: copy it again"
-    );
+    }
+    let copies = [
+        ("contract/vectors.json", "tests/contract/vectors.json"),
+        ("github/openapi-subset.json", "tests/vendor/github/openapi-subset.json"),
+        ("github/LICENSE-openapi.md", "tests/vendor/github/LICENSE-openapi.md"),
+        ("github/octokit-fixtures/LICENSE.md", "tests/vendor/github/octokit-fixtures/LICENSE.md"),
+        ("github/octokit-fixtures/errors.json", "tests/vendor/github/octokit-fixtures/errors.json"),
+        ("github/octokit-fixtures/git-refs.json", "tests/vendor/github/octokit-fixtures/git-refs.json"),
+        ("github/octokit-fixtures/get-repository.json", "tests/vendor/github/octokit-fixtures/get-repository.json"),
+    ];
+    for (source, vendored) in copies {
+        let Ok(contract) = std::fs::read(shared.join(source)) else {
+            eprintln!("../shared/{source} is absent: {vendored} not compared (skipped)");
+            continue;
+        };
+        let ours = std::fs::read(std::path::Path::new(root).join(vendored)).unwrap();
+        assert!(contract == ours, "{vendored} differs from ../shared/{source}: copy it again");
+    }
+    // docs/contract.md is the contract's README with one change: `vectors.json` links to the
+    // vendored copy. Everything from the title on must match.
+    if let Ok(readme) = std::fs::read_to_string(shared.join("contract/README.md")) {
+        let expected =
+            readme.replacen("`vectors.json` holds", "[`vectors.json`](../tests/contract/vectors.json) holds", 1);
+        let doc = std::fs::read_to_string(std::path::Path::new(root).join("docs/contract.md")).unwrap();
+        let title = doc.find("# defsync contract").expect("docs/contract.md starts with the contract's title");
+        assert!(
+            doc[title..] == expected,
+            "docs/contract.md differs from ../shared/contract/README.md: copy it again (fix the vectors link)"
+        );
+    }
 }

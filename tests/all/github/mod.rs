@@ -579,7 +579,7 @@ async fn doctor_prints_its_table_against_the_stand_in() {
 #[test]
 fn the_stand_in_errors_have_githubs_shape() {
     // The recorded 422 from octokit/fixtures and the stand-in's answers share their keys.
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/github/octokit-fixtures/errors.json");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vendor/github/octokit-fixtures/errors.json");
     let recorded: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let recorded = &recorded[0];
     let mut keys: Vec<&String> = recorded["response"].as_object().unwrap().keys().collect();
@@ -591,7 +591,7 @@ fn the_stand_in_errors_have_githubs_shape() {
         assert!(recorded["headers"].get(h).is_some(), "{h}");
     }
     // The recorded git-refs exchanges validate against the OpenAPI schemas the stand-in is held to.
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/github/octokit-fixtures/git-refs.json");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vendor/github/octokit-fixtures/git-refs.json");
     let exchanges: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     for e in exchanges.as_array().unwrap() {
         let method = e["method"].as_str().unwrap();
@@ -618,7 +618,7 @@ async fn the_stand_in_answers_like_the_recorded_exchanges() {
     let last = ex.iter().rev().find(|x| x.method == "PATCH").unwrap();
     let resp = last.response.as_ref().unwrap();
     assert!(resp["message"].is_string() && resp["documentation_url"].is_string());
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/github/octokit-fixtures/get-repository.json");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vendor/github/octokit-fixtures/get-repository.json");
     let recorded: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     for (name, value) in recorded[0]["headers"].as_object().unwrap() {
         if name.starts_with("x-ratelimit")

@@ -1,4 +1,4 @@
-//! GitHub's official OpenAPI description (the subset in ../shared/github), turned into JSON
+//! GitHub's official OpenAPI description (the subset vendored in tests/vendor/github), turned into JSON
 //! Schema validators, so the stand-in's answers and defsync's requests are checked against what
 //! GitHub documents rather than against our own guesses.
 
@@ -7,7 +7,7 @@ use std::sync::{Mutex, OnceLock};
 
 use serde_json::Value;
 
-const SPEC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/github/openapi-subset.json");
+const SPEC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vendor/github/openapi-subset.json");
 
 pub fn spec() -> &'static Value {
     static SPEC_VALUE: OnceLock<Value> = OnceLock::new();
