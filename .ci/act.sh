@@ -200,7 +200,7 @@ jobs:
     permissions:
       contents: read
     steps:
-      - uses: $(grep -h -o -E 'actions/checkout@[0-9a-f]{40}' "$dev/.github/workflows/defsync-push.yml" | head -1)
+      - uses: $(grep -h -o -E 'actions/checkout@[^[:space:]#]+' "$dev/.github/workflows/defsync-push.yml" | head -1)
         with:
           persist-credentials: false
       - name: Status, with defsync built from source
@@ -221,7 +221,7 @@ maps=()
 declare -A mapped=()
 uses_lines="$(grep -h -o -E '^[[:space:]-]*uses:[[:space:]]*[^[:space:]#]+' \
   "$dev/.github/workflows/"*.yml "$work/workflows/"*.yml "$src/action.yml" "$src/pull/action.yml" "$src/push/action.yml" |
-  sed -E 's/^[[:space:]-]*uses:[[:space:]]*//' | sort -u)"
+  sed -E 's/^[[:space:]-]*uses:[[:space:]]*//' | tr -d "\"'" | sort -u)"
 for uses in $uses_lines; do
   case "$uses" in ./* | docker://*) continue ;; esac
   name="${uses%@*}" ref="${uses##*@}"
