@@ -422,11 +422,9 @@ async fn the_record_and_the_base() {
     assert_eq!((e.status, e.code.as_str()), (409, "sync_regression"));
     let e = api(c.put_sync(P, &t2, sync_body(Some("c_nope"), false, json!([]))).await.unwrap_err());
     assert_eq!((e.status, e.code.as_str()), (404, "not_found"));
-    let malformed = format!("sha256:{}", "A".repeat(64));
-    let e = api(c
-        .put_sync(P, &t2, sync_body(None, false, json!([{"kind": "workflow", "name": "dash", "digest": malformed}])))
-        .await
-        .unwrap_err());
+    let malformed = json!({"repository": "acme/defs", "ref": "refs/heads/main", "path": "platform",
+        "direction": "bidirectional", "base": [{"kind": "workflow", "name": "dash", "digest": format!("sha256:{}", "A".repeat(64))}]});
+    let e = api(c.put_sync(P, &t2, serde_json::to_vec(&malformed).unwrap()).await.unwrap_err());
     assert_eq!((e.status, e.code.as_str()), (422, "invalid"));
     assert_eq!(c.project(P).await.unwrap().1, t2, "refusals change nothing");
 

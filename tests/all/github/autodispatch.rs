@@ -230,6 +230,8 @@ async fn a_permanent_error_gives_up_at_once_and_says_why() {
     let error = row.last_error.unwrap();
     assert!(error.contains("answered 404 \"Not Found\"") && error.contains("actions: write"), "{error}");
 
+    // The row is marked failed before the line is logged: wait for the line too.
+    wait_for("the log line", &t.server, || t.server.logs().contains("dispatch: gave up")).await;
     let logs = t.server.logs();
     let line = logs.lines().find(|l| l.contains("dispatch: gave up")).unwrap_or_else(|| panic!("{logs}"));
     assert!(line.contains("ERROR"), "{line}");
