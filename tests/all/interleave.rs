@@ -4,7 +4,8 @@
 //! convergence, that no update was lost, that no Git commit became two platform commits, and that
 //! the origin's `main` only moved forward.
 //!
-//! `DEFSYNC_INTERLEAVE_SEEDS=N` runs seeds 1..=N (default 3), `DEFSYNC_INTERLEAVE_SEED=S` replays
+//! `DEFSYNC_INTERLEAVE_SEEDS=N` runs N seeds from 1 (default 3; `DEFSYNC_INTERLEAVE_FIRST` moves
+//! the start, to split a long run across processes), `DEFSYNC_INTERLEAVE_SEED=S` replays
 //! one, `DEFSYNC_INTERLEAVE_STEPS` sets the steps per seed (default 24), and
 //! `DEFSYNC_INTERLEAVE_TRACE=1` prints every seed's trace. The operations and the proxy's faults
 //! are drawn from the seed, but concurrent processes follow the machine's timing, so a replay
@@ -65,7 +66,10 @@ fn env_u64(name: &str) -> Option<u64> {
 fn interleave_randomized_runs_converge_without_lost_updates() {
     let seeds: Vec<u64> = match env_u64("DEFSYNC_INTERLEAVE_SEED") {
         Some(seed) => vec![seed],
-        None => (1..=env_u64("DEFSYNC_INTERLEAVE_SEEDS").unwrap_or(3)).collect(),
+        None => {
+            let first = env_u64("DEFSYNC_INTERLEAVE_FIRST").unwrap_or(1);
+            (first..first + env_u64("DEFSYNC_INTERLEAVE_SEEDS").unwrap_or(3)).collect()
+        }
     };
     let steps = env_u64("DEFSYNC_INTERLEAVE_STEPS").unwrap_or(24) as usize;
     let mut failed = Vec::new();
