@@ -15,7 +15,8 @@
 //! dashboard, `a3`/`b3` from the clones). A dashboard edit is *made* when its command succeeds,
 //! and its author saw the platform's value of the key; a Git edit is made when the clone's
 //! `git push` reaches the origin, and its author saw the origin's value it rebased onto (a clone
-//! that loses the race rebases and, on a conflict, keeps its own version). An edit *supersedes*
+//! that loses the race fetches and makes its edits again on the new tip, keeping its own version
+//! where both changed a key). An edit *supersedes*
 //! the earlier edits of its own side, and those of the other side whose value its author saw. A
 //! run with `--on-conflict prefer-git|prefer-platform` (run alone, never killed) that reports a
 //! conflict on a key is a person's decision: it supersedes every earlier edit of the key, with the
@@ -650,42 +651,51 @@ impl World {
         }
     }
 
-    /// Brings the clone up to the origin; its own commits go on top, and where both changed a
-    /// file, the clone's author keeps their version (or their deletion).
+    /// Brings the clone up to the origin and makes its author's pending edits again on top, key
+    /// by key, as one commit: where both changed a key, the author keeps their version (or their
+    /// deletion). Done by hand rather than by `git rebase`, whose rename detection pairs these
+    /// small, similar files and can carry one key's edit into another key's file.
     fn rebase(&mut self, which: usize) {
         let dir = self.clones[which].dir.clone();
         self.git(&dir, &["fetch", "--quiet", "origin"]);
-        // Without rename detection: these small files look alike, and Git would otherwise carry an
-        // edit of one key into the file of another that a pull renamed.
-        if self.git_ok(&dir, &["-c", "merge.renames=false", "rebase", "--quiet", "-X", "no-renames", "origin/main"]) {
+        let before = self.git(&dir, &["rev-parse", "HEAD"]);
+        self.git(&dir, &["reset", "--quiet", "--hard", "origin/main"]);
+        let pending = self.clones[which].pending.clone();
+        if pending.is_empty() {
             return;
         }
-        self.stats.rebases += 1;
-        for _ in 0..50 {
-            if !dir.join(".git/rebase-merge").exists() && !dir.join(".git/rebase-apply").exists() {
-                return self
-                    .log(format!("clone {}: rebased with conflicts, kept its own versions", self.clones[which].tag));
-            }
-            let unmerged = self.git(&dir, &["diff", "--name-only", "--diff-filter=U"]);
-            for path in unmerged.lines() {
-                // In a rebase, "theirs" is the commit being replayed: the clone's own edit.
-                if self.git_ok(&dir, &["checkout", "--theirs", "--", path]) {
-                    self.git(&dir, &["add", "--", path]);
-                    self.log(format!("clone {}: rebase conflict on {path}: kept its version", self.clones[which].tag));
-                } else {
-                    self.git(&dir, &["rm", "--quiet", "--", path]);
-                    self.log(format!("clone {}: rebase conflict on {path}: kept its deletion", self.clones[which].tag));
+        let root = dir.join(&self.env.path);
+        let mut files = scan_tree(&root);
+        for (key, value) in &pending {
+            match value {
+                Some(v) => {
+                    let path = files
+                        .entry(key.clone())
+                        .or_insert_with(|| root.join(&key.0).join(format!("{}.yaml", key.1)))
+                        .clone();
+                    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                    std::fs::write(path, render(key, v)).unwrap();
                 }
-            }
-            if !self.git_ok(&dir, &["-c", "core.editor=true", "-c", "merge.renames=false", "rebase", "--continue"]) {
-                // The commit became empty (both sides made the same change): drop it.
-                let status = self.git(&dir, &["status", "--porcelain"]);
-                if status.trim().is_empty() {
-                    self.git_ok(&dir, &["rebase", "--skip"]);
+                None => {
+                    if let Some(path) = files.remove(key) {
+                        std::fs::remove_file(path).unwrap();
+                    }
                 }
             }
         }
-        panic!("clone {}: the rebase did not finish", self.clones[which].tag);
+        self.git(&dir, &["add", "-A"]);
+        if !self.git_ok(&dir, &["diff", "--cached", "--quiet"]) {
+            let tag = self.clones[which].tag;
+            self.git(&dir, &["commit", "--quiet", "-m", &format!("clone {tag}: {} edit(s) made again", pending.len())]);
+        }
+        if self.git(&dir, &["rev-parse", "HEAD"]) != before {
+            self.stats.rebases += 1;
+            self.log(format!(
+                "clone {}: made its {} pending edit(s) again on the origin's tip",
+                self.clones[which].tag,
+                pending.len()
+            ));
+        }
     }
 
     /// The harness checks itself: the clone's `HEAD` is `origin/main` with its own pending edits
