@@ -6,7 +6,7 @@
 //!
 //! `DEFSYNC_INTERLEAVE_SEEDS=N` runs N seeds from 1 (default 3; `DEFSYNC_INTERLEAVE_FIRST` moves
 //! the start, to split a long run across processes), `DEFSYNC_INTERLEAVE_SEED=S` replays
-//! one, `DEFSYNC_INTERLEAVE_STEPS` sets the steps per seed (default 24), and
+//! one, `DEFSYNC_INTERLEAVE_STEPS` sets the steps per seed (default 20), and
 //! `DEFSYNC_INTERLEAVE_TRACE=1` prints every seed's trace. The operations and the proxy's faults
 //! are drawn from the seed, but concurrent processes follow the machine's timing, so a replay
 //! makes the same draws and usually, not always, takes the same path.
@@ -78,7 +78,7 @@ fn interleave_randomized_runs_converge_without_lost_updates() {
             (first..first + env_u64("DEFSYNC_INTERLEAVE_SEEDS").unwrap_or(3)).collect()
         }
     };
-    let steps = env_u64("DEFSYNC_INTERLEAVE_STEPS").unwrap_or(24) as usize;
+    let steps = env_u64("DEFSYNC_INTERLEAVE_STEPS").unwrap_or(20) as usize;
     let mut failed = Vec::new();
     for seed in seeds {
         let trace = Arc::new(Mutex::new(Vec::new()));
