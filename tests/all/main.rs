@@ -2,11 +2,13 @@
 
 mod action;
 mod credentials;
+mod faults;
 mod files;
 mod firsthour;
 mod fuzzing;
 mod github;
 mod guard;
+mod interleave;
 mod numbers;
 mod proxy;
 mod server;

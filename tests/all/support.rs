@@ -140,8 +140,16 @@ impl Env {
         self.git_in(&self.work, args)
     }
 
-    /// Runs defsync in `dir` with this environment's platform, project and path.
-    pub fn defsync_in(&self, dir: &Path, args: &[&str], extra_env: &[(&str, &str)]) -> Run {
+    /// Runs git in `dir` and returns what it did, whether or not it succeeded.
+    pub fn git_try(&self, dir: &Path, args: &[&str]) -> Output {
+        let mut cmd = Command::new("git");
+        cmd.current_dir(dir).args(args);
+        self.isolate(&mut cmd);
+        output(cmd)
+    }
+
+    /// The command [`Env::defsync_in`] runs, for a caller that spawns (and perhaps kills) it.
+    pub fn defsync_command(&self, dir: &Path, args: &[&str], extra_env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.current_dir(dir).args(args);
         self.isolate(&mut cmd);
@@ -152,7 +160,12 @@ impl Env {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        let out = output(cmd);
+        cmd
+    }
+
+    /// Runs defsync in `dir` with this environment's platform, project and path.
+    pub fn defsync_in(&self, dir: &Path, args: &[&str], extra_env: &[(&str, &str)]) -> Run {
+        let out = output(self.defsync_command(dir, args, extra_env));
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
