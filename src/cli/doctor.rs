@@ -154,7 +154,14 @@ fn git_checks(args: &DoctorArgs, dir: &Path) -> Vec<Check> {
     let needs_push = writes_git && args.commit_via == CommitVia::Git;
     let origin = git(dir, &["remote", "get-url", "origin"]);
     let unchecked = origin.as_deref().and_then(credentials_unchecked);
-    let check = if !keys.is_empty() {
+    let token = args.github_token.as_deref().is_some_and(|t| !t.is_empty());
+    let check = if token && origin.as_deref().is_some_and(|u| u.to_ascii_lowercase().starts_with("https://")) {
+        Check::new(
+            "push credentials",
+            Outcome::Ok,
+            "a GitHub token is given: defsync hands it to its own git fetch and push through the environment (value not shown)",
+        )
+    } else if !keys.is_empty() {
         Check::new(
             "push credentials",
             Outcome::Ok,
@@ -166,7 +173,7 @@ fn git_checks(args: &DoctorArgs, dir: &Path) -> Vec<Check> {
         Check::new("push credentials", Outcome::Skipped, why)
     } else if needs_push {
         Check::new("push credentials", Outcome::Fail, "no http.<server>.extraheader and no credential helper").fix(
-            "keep actions/checkout's `persist-credentials` (the default), or use `--commit-via api`, which needs none",
+            "give defsync a token that may push (the action's github-token input, or DEFSYNC_GITHUB_TOKEN, with `permissions: contents: write`), or use `--commit-via api`",
         )
     } else {
         Check::new("push credentials", Outcome::Ok, "none (not needed: commits go through the API)")
