@@ -108,6 +108,13 @@ pub struct TargetArgs {
     /// Print one JSON report on stdout.
     #[arg(long)]
     pub json: bool,
+    /// A GitHub token. defsync's own `git fetch` and `git push` send it to an https origin on
+    /// the GitHub server (through the environment, never a command line), so a checkout needs
+    /// no persisted credentials; deliveries through GitHub's API use it too. Prefer the
+    /// DEFSYNC_GITHUB_TOKEN environment variable (the action sets it): other users of the
+    /// machine can read a command line.
+    #[arg(long, env = "DEFSYNC_GITHUB_TOKEN", hide_env_values = true)]
+    pub github_token: Option<String>,
 }
 
 /// The deletion guard's options, for the commands that may delete (`pull`, `push`) and for
@@ -157,11 +164,6 @@ pub struct PullArgs {
     /// Pull-request delivery: labels to add, comma-separated.
     #[arg(long, env = "DEFSYNC_PR_LABELS", value_delimiter = ',')]
     pub pr_labels: Vec<String>,
-    /// A GitHub token, for deliveries through GitHub's API. Prefer the DEFSYNC_GITHUB_TOKEN
-    /// environment variable (the action sets it): other users of the machine can read a
-    /// command line.
-    #[arg(long, env = "DEFSYNC_GITHUB_TOKEN", hide_env_values = true)]
-    pub github_token: Option<String>,
     /// GitHub's API root (GitHub Enterprise Server: https://HOST/api/v3).
     #[arg(long, env = "GITHUB_API_URL", default_value = crate::github::DEFAULT_API_URL)]
     pub github_api_url: String,
@@ -250,7 +252,7 @@ impl From<TargetArgs> for SyncArgs {
             commit_via: Default::default(),
             pr_branch: None,
             pr_labels: Vec::new(),
-            github_token: None,
+            github_token: t.github_token,
             github_api_url: crate::github::DEFAULT_API_URL.into(),
             author: None,
             committer: None,
@@ -270,7 +272,6 @@ impl From<PullArgs> for SyncArgs {
             commit_via: a.commit_via,
             pr_branch: a.pr_branch,
             pr_labels: a.pr_labels,
-            github_token: a.github_token,
             github_api_url: a.github_api_url,
             author: a.author,
             committer: a.committer,
