@@ -12,6 +12,11 @@ pub async fn push(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
     let mut report = req.new_report("push");
     refuse_one_way(req, "push", Direction::PlatformToGit, "pull")?;
     for _attempt in 1..=MAX_ATTEMPTS {
+        // Read the platform first, then fetch the tip. Every Git commit the platform has synced
+        // was on the origin before this read, so the tip fetched after it holds it too. The other
+        // way round, a tip fetched before a colleague's push could be planned against a platform
+        // that already holds that push, and would send back what it deleted or changed.
+        let state = ensure_link(platform, req, req.dry_run).await?;
         // Plan on the fetched tip, never on the work tree or an older checkout: an old or re-run
         // push workflow therefore never sends old content.
         let tip = if req.dry_run || repo.remote_url(&req.remote).is_none() {
@@ -21,7 +26,6 @@ pub async fn push(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
             refuse_unpushed(repo, req, &tip)?;
             tip
         };
-        let state = ensure_link(platform, req, req.dry_run).await?;
         report.platform_commit = state.head_ref();
         if !repo.tree_has_path(&tip, &req.path) {
             return Err(Error::Config(format!(

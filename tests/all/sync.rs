@@ -513,6 +513,55 @@ mod over_http {
         }
     }
 
+    /// Found by the randomized interleaving test (seed 1): a push fetched the tip, then a
+    /// colleague deleted a definition, pushed, and their push synced it; only then did the first
+    /// push read the platform. It planned its old tip against a platform that no longer had the
+    /// definition, and sent it back: a deletion undone, and the same Git commit synced twice.
+    #[test]
+    fn a_push_never_sends_a_tip_older_than_what_the_platform_synced() {
+        let (_dir, server) = server();
+        let env = Env::on_server(&server.url(), KEY);
+        env.dashboard_put("workflow", "a", json!({"x": 1}));
+        env.dashboard_put("workflow", "w2", json!({"x": 1}));
+        env.run("pull", &[]).ok();
+        // The colleague deletes w2 and pushes it, all while the first push starts reading.
+        let colleague = env.second_clone("colleague");
+        let (origin_env, platform) = (env.dir.path().join("gitconfig"), server.url());
+        let race = move || {
+            let git = |args: &[&str]| {
+                let out = std::process::Command::new("git")
+                    .current_dir(&colleague)
+                    .args(args)
+                    .env("GIT_CONFIG_GLOBAL", &origin_env)
+                    .env("GIT_CONFIG_NOSYSTEM", "1")
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            };
+            git(&["rm", "--quiet", "defs/workflow/w2.yaml"]);
+            git(&["commit", "--quiet", "-m", "delete w2"]);
+            git(&["push", "--quiet", "origin", "main"]);
+            let out = std::process::Command::new(crate::support::BIN)
+                .current_dir(&colleague)
+                .args(["push", "--json", "--platform", &platform, "--project", PROJECT, "--path", "defs"])
+                .env("DEFSYNC_API_KEY", KEY)
+                .env("GIT_CONFIG_GLOBAL", &origin_env)
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        };
+        let proxy = Proxy::start(&server.url(), "GET", &format!("/projects/{PROJECT}"), race);
+        let r = env.defsync_in(&env.work, &["push", "--json", "--platform", &proxy.url], &[]);
+        assert_eq!(r.code, 0, "{r:#?}");
+        assert!(proxy.fired());
+        assert!(r.changes().is_empty(), "the colleague's deletion is not undone: {r:#?}");
+        assert_eq!(env.run("pull", &[]).ok().changes(), Vec::<String>::new());
+        env.git(&["pull", "--quiet", "--ff-only"]);
+        assert!(!env.exists("defs/workflow/w2.yaml"));
+        assert_eq!(env.run("status", &[]).ok().status(), "in_sync");
+    }
+
     #[test]
     fn head_moved_on_push_replans_against_the_new_head() {
         let (_dir, server) = server();
