@@ -12,9 +12,7 @@ use crate::support::{BIN, Env, Run};
 const KEY: &str = "test-key-first-hour";
 
 fn server() -> (tempfile::TempDir, ServerProcess) {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(&dir.path().join("store.db"), KEY);
-    (dir, server)
+    ServerProcess::scratch(KEY)
 }
 
 /// A project on a real server with two definitions, pulled into the checkout.

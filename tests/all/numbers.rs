@@ -94,9 +94,7 @@ fn platform_digest(url: &str, kind: &str, name: &str) -> Option<String> {
 }
 
 fn server() -> (tempfile::TempDir, ServerProcess) {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(&dir.path().join("store.db"), KEY);
-    (dir, server)
+    ServerProcess::scratch(KEY)
 }
 
 #[test]

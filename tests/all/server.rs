@@ -35,6 +35,14 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
+    /// Starts `defsync serve` on a new store in a scratch directory, which the caller keeps
+    /// alive as long as the server.
+    pub fn scratch(key: &str) -> (tempfile::TempDir, ServerProcess) {
+        let dir = tempfile::tempdir().unwrap();
+        let server = ServerProcess::start(&dir.path().join("store.db"), key);
+        (dir, server)
+    }
+
     /// Starts `defsync serve` on `store` accepting `key`, and waits until it listens.
     pub fn start(store: &Path, key: &str) -> ServerProcess {
         ServerProcess::start_with(store, key, &[], &[])

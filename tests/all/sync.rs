@@ -494,9 +494,7 @@ mod over_http {
     const KEY: &str = "test-key-over-http";
 
     fn server() -> (tempfile::TempDir, ServerProcess) {
-        let dir = tempfile::tempdir().unwrap();
-        let server = ServerProcess::start(&dir.path().join("store.db"), KEY);
-        (dir, server)
+        ServerProcess::scratch(KEY)
     }
 
     #[test]
