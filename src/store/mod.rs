@@ -7,6 +7,7 @@
 //! of a request or none of it.
 
 mod clock;
+mod keys;
 mod outbox;
 mod schema;
 pub mod strict;
@@ -32,6 +33,7 @@ use crate::api::{
 use crate::digest::Digest;
 use crate::model::{Definition, validate_kind, validate_name};
 
+pub use keys::{Access, KEY_PREFIX, KeyScope, NewKey, StoredKey};
 pub use outbox::{ClaimedDispatch, DispatchFailure, DispatchState, OutboxEntry, RetryPolicy};
 
 /// At most this many digests in one batch-get.

@@ -12,7 +12,7 @@
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 /// Bumped on any change to the tables below; a store from a newer defsync is refused.
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE projects (
@@ -118,8 +118,26 @@ CREATE UNIQUE INDEX dispatch_outbox_by_commit ON dispatch_outbox (pid, seq);
 CREATE INDEX dispatch_outbox_due ON dispatch_outbox (next_attempt_ms) WHERE state = 'pending';
 ";
 
+/// Version 3: API keys with a scope (see `keys.rs`). Only the SHA-256 of a key is kept; a
+/// revoked key stays, so its name is never reused for another.
+const V3_API_KEYS: &str = "
+CREATE TABLE api_keys (
+    id           INTEGER PRIMARY KEY,
+    name         TEXT NOT NULL UNIQUE,
+    hash         TEXT NOT NULL UNIQUE,
+    -- read or write.
+    scope        TEXT NOT NULL,
+    -- A JSON array of project IDs, or NULL for every project.
+    projects     TEXT,
+    expires_unix INTEGER,
+    created_at   TEXT NOT NULL,
+    revoked_at   TEXT,
+    hint         TEXT NOT NULL
+);
+";
+
 /// The statements that take a store from version `n - 1` to `n`, for `n` in 2..=VERSION.
-const MIGRATIONS: &[(i64, &str)] = &[(2, V2_DISPATCH_OUTBOX)];
+const MIGRATIONS: &[(i64, &str)] = &[(2, V2_DISPATCH_OUTBOX), (3, V3_API_KEYS)];
 
 /// Creates the tables on a new store, migrates an older one, or checks the version.
 pub fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
@@ -161,7 +179,7 @@ mod tests {
     }
 
     /// A version-1 store (as defsync wrote it before the outbox) is migrated on open, keeps its
-    /// data, and gains the outbox.
+    /// data, and gains the outbox and the key table.
     #[test]
     fn a_version_1_store_is_migrated() {
         let mut conn = Connection::open_in_memory().unwrap();
@@ -177,6 +195,8 @@ mod tests {
         let n: i64 = conn.query_row("SELECT count(*) FROM projects", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 1);
         let n: i64 = conn.query_row("SELECT count(*) FROM dispatch_outbox", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 0);
+        let n: i64 = conn.query_row("SELECT count(*) FROM api_keys", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 0);
         // Opening again changes nothing.
         migrate(&mut conn).unwrap();
