@@ -350,6 +350,13 @@ impl Store {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether the store answers: a read of the schema version, for `GET /healthz`.
+    pub fn ping(&self) -> R<()> {
+        let conn = self.lock();
+        conn.prepare_cached("SELECT version FROM schema_version")?.query_row([], |r| r.get::<_, i64>(0))?;
+        Ok(())
+    }
+
     /// Creates (`true`) or renames (`false`) a project.
     pub fn put_project(&self, project: &str, name: &str) -> R<(Project, bool)> {
         validate_project_id(project).map_err(invalid)?;

@@ -14,6 +14,12 @@ fn store() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
+#[test]
+fn a_store_answers_a_ping() {
+    let (_dir, s) = store();
+    s.ping().unwrap();
+}
+
 fn put(kind: &str, name: &str, spec: Value) -> Value {
     json!({"op": "put", "kind": kind, "name": name, "spec": spec})
 }
