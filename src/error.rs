@@ -13,6 +13,8 @@ pub mod exit {
     pub const CONFLICT: i32 = 3;
     /// Invalid definitions (local files or platform data); nothing changed on either side.
     pub const INVALID: i32 = 4;
+    /// `defsync conformance`: the server broke at least one rule of the contract.
+    pub const NONCONFORMING: i32 = 5;
 }
 
 /// An error that ends a run. Conflicts and invalid files are not errors: they are reports.

@@ -5,6 +5,7 @@
 pub mod actions;
 pub mod api;
 pub mod cli;
+pub mod conformance;
 pub mod digest;
 pub mod error;
 #[doc(hidden)]

@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub mod conformance;
 pub mod dashboard;
 pub mod demo;
 pub mod dispatch;
@@ -15,7 +16,7 @@ pub mod sync;
     version,
     about = "Keep a platform's project definitions and a Git repository in sync, both ways",
     after_help = "Exit status: 0 success, 1 failure (network, platform, git), 2 usage or configuration error \
-                  or a run stopped by the deletion guard (--max-deletions), 3 conflicts found, 4 invalid definitions."
+                  or a run stopped by the deletion guard (--max-deletions), 3 conflicts found, 4 invalid definitions, 5 a conformance rule failed."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -42,6 +43,8 @@ pub enum Command {
     Dispatch(dispatch::DispatchArgs),
     /// Check everything a sync needs: platform, key, GitHub token, permissions, branch rules.
     Doctor(doctor::DoctorArgs),
+    /// Check a running Sync API server against every rule of the contract (for platform teams).
+    Conformance(conformance::ConformanceArgs),
 }
 
 /// Where the platform is and which project; shared by every command that talks to one.
@@ -325,6 +328,7 @@ pub fn run(cli: Cli) -> i32 {
             Command::Demo(args) => demo::run(&args).await,
             Command::Dispatch(args) => one_line(dispatch::run(&args).await),
             Command::Doctor(args) => doctor::run(&args).await,
+            Command::Conformance(args) => conformance::run(&args).await,
         }
     })
 }

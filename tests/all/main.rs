@@ -1,6 +1,7 @@
 //! defsync's integration tests: one binary, real `git`, a real `defsync serve` on 127.0.0.1.
 
 mod action;
+mod conformance;
 mod credentials;
 mod faults;
 mod files;
