@@ -9,6 +9,7 @@ mod fuzzing;
 mod github;
 mod guard;
 mod interleave;
+mod keys;
 mod numbers;
 mod proxy;
 mod server;
