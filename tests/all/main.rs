@@ -11,6 +11,7 @@ mod guard;
 mod interleave;
 mod keys;
 mod numbers;
+mod ops;
 mod proxy;
 mod server;
 mod support;
