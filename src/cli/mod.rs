@@ -319,10 +319,16 @@ pub fn run(cli: Cli) -> i32 {
             Command::Push(args) => sync_command(sync::Which::Push, &args.into()).await,
             Command::Status(args) => sync_command(sync::Which::Status, &args.into()).await,
             Command::Link(args) => sync_command(sync::Which::Link, &args.into()).await,
-            Command::Serve(args) => match serve::run(args).await {
-                Ok(()) => crate::error::exit::OK,
-                Err(e) => {
-                    eprintln!("error: {}", crate::output::data(&format!("{e:#}")));
+            Command::Serve(args) => match (args.log_format, serve::run(args).await) {
+                (_, Ok(())) => crate::error::exit::OK,
+                (format, Err(e)) => {
+                    let message = crate::output::data(&format!("{e:#}"));
+                    // With JSON logs, the last line is a JSON object too.
+                    if format == serve::LogFormat::Json {
+                        tracing::error!("{message}");
+                    } else {
+                        eprintln!("error: {message}");
+                    }
                     e.downcast_ref::<crate::error::Error>().map_or(crate::error::exit::FAILURE, |e| e.exit_code())
                 }
             },

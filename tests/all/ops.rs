@@ -211,6 +211,14 @@ async fn json_logs_are_one_object_per_line_with_the_key_name_never_the_key() {
     );
     assert!(lines.iter().any(|l| l["level"] == "WARN" && l["message"].as_str().unwrap().contains("--key")), "{logs}");
     assert!(!logs.contains(KEY) && !logs.contains(&writer[8..]), "a key is in the logs:\n{logs}");
+
+    // A refusal to start is a JSON line too.
+    let empty = dir.path().join("empty.db");
+    let r = defsync(&["serve", "--store", empty.to_str().unwrap(), "--log-format", "json", "--listen", "127.0.0.1:0"]);
+    assert_eq!(r.code, 2, "{r:#?}");
+    let line: Value = serde_json::from_str(r.stderr.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {r:#?}"));
+    assert_eq!(line["level"], "ERROR");
+    assert!(line["message"].as_str().unwrap().contains("serve keys create"), "{line}");
 }
 
 /// Sends a commit's headers and half its body, and returns the connection and the rest.
