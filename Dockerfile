@@ -45,6 +45,11 @@ ENV DEFSYNC_LOG=info \
     DEFSYNC_LISTEN=0.0.0.0:8787
 VOLUME ["/data"]
 EXPOSE 8787
+# `serve` answers GET /healthz (no key; it checks the store). The image has no curl, so the
+# binary asks itself: `serve healthcheck` reads DEFSYNC_LISTEN and asks on loopback. A one-shot
+# command (status, push, ...) ends within the start period, before any check counts.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["defsync", "serve", "healthcheck", "--timeout", "4"]
 USER defsync
 ENTRYPOINT ["defsync"]
 CMD ["--help"]

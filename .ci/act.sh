@@ -249,7 +249,10 @@ for uses in $uses_lines; do
   esac
 done
 
-printf 'DEFSYNC_API_KEY=%s\nGITHUB_TOKEN=ghs_act%s\n' "$key" "$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')" >"$work/secrets"
+# The pull-request check runs with a read-only key, as the example workflow advises.
+read_key="$("$bin" serve keys create --store "$work/platform.db" --name pr-check --scope read --project "$PROJECT" 2>/dev/null)" ||
+  fail "defsync serve keys create failed"
+printf 'DEFSYNC_API_KEY=%s\nDEFSYNC_READ_API_KEY=%s\nGITHUB_TOKEN=ghs_act%s\n' "$key" "$read_key" "$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')" >"$work/secrets"
 chmod 600 "$work/secrets"
 printf 'DEFSYNC_PLATFORM_URL=%s\nDEFSYNC_PROJECT_ID=%s\n' "$platform" "$PROJECT" >"$work/vars"
 : >"$work/env"

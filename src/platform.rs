@@ -46,7 +46,10 @@ impl PlatformError {
 fn hint(e: &ApiError) -> &'static str {
     match e.status {
         401 => " (check the API key: DEFSYNC_API_KEY or the action's api-key input)",
-        403 => " (the API key may not read or write this project: grant it access on the platform)",
+        403 => {
+            " (the API key may not do this here: push and pull need a key with write access to this project, \
+             while a read-only key is enough for status and dry runs)"
+        }
         404 if e.code == "not_found" => " (check the project ID and the platform URL)",
         413 => " (the request is over the platform's size limit)",
         _ => "",

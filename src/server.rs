@@ -2,44 +2,67 @@
 //! SQLite [`Store`]. Handlers pass the raw request bodies to the store, so validation and
 //! idempotency are exactly those of the embedded store.
 //!
+//! Every API request is authenticated by a key: a full-access key from `--key`, or a key kept in
+//! the store with a scope and a project list, looked up on every request so that a revocation
+//! holds from the next request on, in every process sharing the database. `GET /healthz` needs no
+//! key; `GET /metrics` needs one unless it has a listen address of its own.
+//!
 //! With a dispatch configured, a worker ([`autodispatch`]) also starts the pull workflow on
 //! GitHub after every commit whose origin is not `git`.
 
 mod autodispatch;
+pub mod metrics;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub use autodispatch::AutoDispatch;
 
 use anyhow::Context as _;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, FromRequestParts as _, MatchedPath, Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::api::{ApiError, ETag, OriginType};
-use crate::store::Store;
+use crate::output::data;
+use crate::store::{Access, Store};
+use metrics::Metrics;
 
 /// The largest request body accepted. The contract asks for at least 64 MiB; a push splits its
 /// commits at 32 MiB.
 pub const MAX_BODY_BYTES: usize = 80 * 1024 * 1024;
 
+/// How long a stopping server waits for the dispatch worker to finish the dispatch it is
+/// sending. GitHub answers a dispatch in about a second; one cut off stays pending in the outbox
+/// and is sent on the next start.
+const WORKER_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The route of `POST` batch-get, which only reads.
+const BATCH_GET_ROUTE: &str = "/v1/projects/{project}/objects/batch-get";
+
 pub struct ServeOptions {
     pub store: PathBuf,
     pub listen: SocketAddr,
-    /// Accepted API keys; never logged.
+    /// Full-access API keys (`--key`, `DEFSYNC_SERVER_KEYS`); never logged.
     pub keys: Vec<String>,
+    /// Where `keys` came from (`--key`, `DEFSYNC_SERVER_KEYS`), for the start-up warning.
+    pub keys_from: Vec<&'static str>,
     /// Start the pull workflow after every commit whose origin is not `git`.
     pub dispatch: Option<AutoDispatch>,
+    /// Serve `GET /metrics` without a key on this address, and not on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log lines are JSON objects: the listening line is one too.
+    pub json_logs: bool,
 }
 
 impl std::fmt::Debug for ServeOptions {
@@ -48,22 +71,47 @@ impl std::fmt::Debug for ServeOptions {
             .field("store", &self.store)
             .field("listen", &self.listen)
             .field("keys", &format_args!("[{} hidden]", self.keys.len()))
+            .field("keys_from", &self.keys_from)
             .field("dispatch", &self.dispatch)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("json_logs", &self.json_logs)
             .finish()
     }
 }
 
-/// Runs until SIGINT or SIGTERM, then finishes the requests in flight.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Runs until SIGINT or SIGTERM. Then it accepts no new connection, finishes the requests in
+/// flight, and lets the dispatch worker finish the dispatch it is sending (for at most
+/// [`WORKER_STOP_TIMEOUT`]).
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
-    if options.keys.iter().all(|k| k.is_empty()) {
-        anyhow::bail!(
-            "no API key: give one with --key <key> (repeatable) or DEFSYNC_SERVER_KEYS=<key1>,<key2>; \
-             clients send it as DEFSYNC_API_KEY"
-        );
-    }
     let path = options.store.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&path)).await.context("opening the store")??;
     let store = Arc::new(store);
+    let stored_keys = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.keys())
+            .await?
+            .map_err(|e| anyhow::anyhow!("reading the keys: {e}"))?
+    };
+    let now = unix_now();
+    let active = stored_keys.iter().filter(|k| k.authorize(None, Access::Read, now).is_ok()).count();
+    let keys: Vec<String> = options.keys.into_iter().filter(|k| !k.is_empty()).collect();
+    let keys_from = options.keys_from;
+    if keys.is_empty() && active == 0 {
+        return Err(crate::error::Error::Config(
+            "defsync serve needs an API key, and the store has none that is active: create one with \
+             `defsync serve keys create --name <name> --scope write` (it prints the secret once), or give a \
+             full-access key with --key <key> (repeatable) or DEFSYNC_SERVER_KEYS=<key1>,<key2>; clients then \
+             send it as DEFSYNC_API_KEY"
+                .into(),
+        )
+        .into());
+    }
+    let metrics = Arc::new(Metrics::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
     let (wake, worker) = match options.dispatch {
         Some(config) => {
             // On before the first request, so no commit goes without its dispatch.
@@ -73,89 +121,164 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             tracing::info!(
                 "dispatch: after every commit not from git, start {} on {} in {} ({} pending from before, {} failed \
                  earlier)",
-                crate::output::data(&config.workflow),
-                crate::output::data(&config.git_ref),
+                data(&config.workflow),
+                data(&config.git_ref),
                 config.repository,
                 count(crate::store::DispatchState::Pending),
                 count(crate::store::DispatchState::Failed)
             );
             let wake = Arc::new(Notify::new());
-            let worker = autodispatch::start(store.clone(), config, wake.clone())?;
+            let worker = autodispatch::start(store.clone(), config, wake.clone(), stop_rx.clone(), metrics.clone())?;
             (Some(wake), Some(worker))
         }
         None => (None, None),
     };
-    let app = build_router(store, &options.keys, wake);
+    let state = Arc::new(AppState {
+        store,
+        key_hashes: keys.iter().map(|k| Sha256::digest(k.as_bytes()).into()).collect(),
+        wake_dispatcher: wake,
+        metrics,
+    });
+    let app = build_router(state.clone(), options.metrics_listen.is_none());
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
+    let metrics_server = match options.metrics_listen {
+        Some(at) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on {at} for metrics"))?;
+            let addr = listener.local_addr()?;
+            announce(options.json_logs, &format!("defsync serve: metrics on http://{addr}/metrics"));
+            let app = Router::new().route("/metrics", get(get_metrics)).with_state(state);
+            let stop = stop_rx.clone();
+            Some(tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stopped(stop)).await }))
+        }
+        None => None,
+    };
+    let signal = shutdown_signal()?;
+    tokio::spawn(async move {
+        signal.await;
+        let _ = stop_tx.send(true);
+    });
     let addr = listener.local_addr()?;
     // The one line tests and scripts read to learn the port.
-    eprintln!("defsync serve: listening on http://{addr}");
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serving");
+    announce(options.json_logs, &format!("defsync serve: listening on http://{addr}"));
+    // After the listening line, which scripts read first.
+    if !keys.is_empty() {
+        tracing::warn!(
+            "{} API key(s) from {} may read and write every project, with no expiry. Prefer keys with a scope \
+             and a project list, kept hashed in the store: `defsync serve keys create --name <name> --scope \
+             read|write [--project <id>]`, then drop {}",
+            keys.len(),
+            keys_from.join(" and "),
+            keys_from.join(" and ")
+        );
+    }
+    tracing::info!("{active} active key(s) in the store");
+    let served = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx)).await.context("serving");
+    if let Some(metrics_server) = metrics_server {
+        let _ = metrics_server.await;
+    }
     if let Some(worker) = worker {
-        // A dispatch cut off here stays pending in the outbox and is sent on the next start.
-        worker.abort();
+        // The worker saw the same signal and stops between two dispatches.
+        let abort = worker.abort_handle();
+        match tokio::time::timeout(WORKER_STOP_TIMEOUT, worker).await {
+            Ok(_) => tracing::info!("dispatch: the worker stopped"),
+            Err(_) => {
+                abort.abort();
+                tracing::warn!(
+                    "dispatch: the worker did not stop within {}s; the dispatch it was sending stays pending in \
+                     the outbox and is sent on the next start",
+                    WORKER_STOP_TIMEOUT.as_secs()
+                );
+            }
+        }
     }
     served?;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {},
-        () = terminate => {},
+/// Prints a line that scripts read: plain on stderr, or one JSON log line.
+fn announce(json_logs: bool, line: &str) {
+    if json_logs {
+        tracing::info!("{line}");
+    } else {
+        eprintln!("{line}");
     }
-    tracing::info!("shutting down: finishing the requests in flight");
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Resolves on SIGINT or SIGTERM. The handlers are installed now, before the listening line is
+/// printed, so a signal sent as soon as it appears stops the server gracefully, not by default.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    let (mut interrupt, mut terminate) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+        )
+    };
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down: no new connections; finishing the requests in flight");
+    })
 }
 
 struct AppState {
     store: Arc<Store>,
-    /// SHA-256 of each accepted key: comparing hashes takes the same time whatever the lengths.
+    /// SHA-256 of each full-access key: comparing hashes takes the same time whatever the lengths.
     key_hashes: Vec<[u8; 32]>,
     /// Wakes the dispatch worker after a commit, when there is one.
     wake_dispatcher: Option<Arc<Notify>>,
+    metrics: Arc<Metrics>,
 }
 
-/// The Sync API over `store`, accepting `keys` as bearer tokens.
+/// The Sync API over `store`, accepting `keys` (full access) and the store's own keys as bearer
+/// tokens, with `/metrics` behind a key.
 pub fn router(store: Arc<Store>, keys: &[String]) -> Router {
-    build_router(store, keys, None)
-}
-
-fn build_router(store: Arc<Store>, keys: &[String], wake_dispatcher: Option<Arc<Notify>>) -> Router {
     let state = Arc::new(AppState {
         store,
         key_hashes: keys.iter().filter(|k| !k.is_empty()).map(|k| Sha256::digest(k.as_bytes()).into()).collect(),
-        wake_dispatcher,
+        wake_dispatcher: None,
+        metrics: Arc::new(Metrics::new()),
     });
-    Router::new()
+    build_router(state, true)
+}
+
+fn build_router(state: Arc<AppState>, metrics_behind_key: bool) -> Router {
+    let mut api = Router::new()
         .route("/v1/projects/{project}", get(get_project).put(put_project))
         .route("/v1/projects/{project}/sync/base", get(get_base))
         .route("/v1/projects/{project}/sync", put(put_sync))
         .route("/v1/projects/{project}/commits", get(list_commits).post(create_commit))
         .route("/v1/projects/{project}/commits/{commit}", get(get_commit))
         .route("/v1/projects/{project}/commits/{commit}/manifest", get(get_manifest))
-        .route("/v1/projects/{project}/objects/batch-get", post(batch_get))
+        .route(BATCH_GET_ROUTE, post(batch_get));
+    if metrics_behind_key {
+        api = api.route("/metrics", get(get_metrics));
+    }
+    let api = api
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(api)
         .layer(middleware::from_fn(json_errors))
-        .layer(middleware::from_fn(access_log))
+        .layer(middleware::from_fn_with_state(state.clone(), access_log))
         .with_state(state)
 }
 
@@ -277,6 +400,11 @@ async fn create_commit(
     let key = header_str(&headers, "idempotency-key")?.map(str::to_owned);
     let store = s.store.clone();
     let commit = blocking(move || store.create_commit(&project, &body, key.as_deref())).await?;
+    s.metrics.commit(match commit.origin.kind {
+        OriginType::Dashboard => "dashboard",
+        OriginType::Git => "git",
+        OriginType::Api => "api",
+    });
     if let Some(wake) = &s.wake_dispatcher
         && commit.origin.kind != OriginType::Git
     {
@@ -325,33 +453,123 @@ async fn no_route() -> Failure {
     Failure(ApiError::new(404, "not_found", "no such endpoint of the Sync API (paths start with /v1/projects/)"))
 }
 
-/// Every request needs `Authorization: Bearer <key>` with a known key.
+/// `GET /healthz`: whether the store answers. No key, and no secret in the answer: a load
+/// balancer or an orchestrator calls it.
+async fn healthz(State(s): State<Arc<AppState>>) -> Response {
+    let store = s.store.clone();
+    match blocking(move || store.ping()).await {
+        Ok(()) => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        Err(Failure(e)) => {
+            let reason = redact_userinfo(&format!("the store does not answer: {}", e.message));
+            tracing::warn!("health check failed: {}", data(&reason));
+            json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"status": "unavailable", "reason": reason}))
+        }
+    }
+}
+
+/// Hides the user and password of any `scheme://user:password@host` in `text`: a store's error
+/// may quote its connection URL.
+fn redact_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (before, after) = rest.split_at(i + 3);
+        out.push_str(before);
+        let authority_end = after.find(|c: char| c == '/' || c.is_whitespace()).unwrap_or(after.len());
+        match after[..authority_end].rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                rest = &after[at..];
+            }
+            None => rest = after,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `GET /metrics`, in the OpenMetrics text format.
+async fn get_metrics(State(s): State<Arc<AppState>>) -> Answer {
+    let (store, m) = (s.store.clone(), s.metrics.clone());
+    let text = blocking(move || m.encode(&store)).await?;
+    let mut response = Response::new(Body::from(text));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE));
+    Ok(response)
+}
+
+/// Who made a request, for the access log: a stored key's name, or `--key #N` for the N-th
+/// full-access key. Never the key itself.
+#[derive(Clone)]
+struct KeyName(String);
+
+/// What a request needs of its key: `GET` and batch-get read, everything else writes. A request
+/// that matches no route reads, so it gets its 404 whatever the key.
+fn access_needed(method: &Method, route: Option<&str>) -> Access {
+    match route {
+        None => Access::Read,
+        Some(_) if method == Method::GET || method == Method::HEAD => Access::Read,
+        Some(BATCH_GET_ROUTE) => Access::Read,
+        Some(_) => Access::Write,
+    }
+}
+
+/// Every API request needs `Authorization: Bearer <key>` with a key that may do what the request
+/// does, on its project.
 async fn authenticate(State(s): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
-    match given {
-        Some(key) if key_matches(key.as_bytes(), &s.key_hashes) => next.run(request).await,
-        Some(_) => {
-            Failure(ApiError::new(401, "unauthorized", "the API key is not known to this platform")).into_response()
-        }
-        None => Failure(ApiError::new(401, "unauthorized", "no API key: send the header Authorization: Bearer <key>"))
-            .into_response(),
+        .map(|v| v.trim().to_owned());
+    let Some(secret) = given else {
+        return Failure(ApiError::new(401, "unauthorized", "no API key: send the header Authorization: Bearer <key>"))
+            .into_response();
+    };
+    if let Some(n) = key_index(secret.as_bytes(), &s.key_hashes) {
+        let mut response = next.run(request).await;
+        response.extensions_mut().insert(KeyName(format!("--key #{}", n + 1)));
+        return response;
     }
+    let (mut parts, body) = request.into_parts();
+    let route = parts.extensions.get::<MatchedPath>().map(|m| m.as_str().to_owned());
+    let access = access_needed(&parts.method, route.as_deref());
+    let project = Path::<HashMap<String, String>>::from_request_parts(&mut parts, &())
+        .await
+        .ok()
+        .and_then(|Path(mut params)| params.remove("project"));
+    let store = s.store.clone();
+    // Looked up on every request, so a revocation holds from the next request on, in every
+    // process; the lookup is one indexed read.
+    let found = match blocking(move || store.key_by_secret(&secret)).await {
+        Ok(found) => found,
+        Err(e) => return e.into_response(),
+    };
+    let Some(key) = found else {
+        return Failure(ApiError::new(401, "unauthorized", "the API key is not known to this platform"))
+            .into_response();
+    };
+    let name = KeyName(key.name.clone());
+    let mut response = match key.authorize(project.as_deref(), access, unix_now()) {
+        Ok(()) => next.run(Request::from_parts(parts, body)).await,
+        Err(refusal) => Failure(refusal).into_response(),
+    };
+    response.extensions_mut().insert(name);
+    response
 }
 
-/// Compares in constant time: every known key is checked, and no comparison stops early.
-fn key_matches(given: &[u8], known: &[[u8; 32]]) -> bool {
+/// Which full-access key `given` is, in constant time: every known key is checked, and no
+/// comparison stops early.
+fn key_index(given: &[u8], known: &[[u8; 32]]) -> Option<usize> {
     let given: [u8; 32] = Sha256::digest(given).into();
-    let mut found = 0u8;
-    for k in known {
+    let mut found = None;
+    for (i, k) in known.iter().enumerate() {
         let diff = given.iter().zip(k).fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        found |= u8::from(std::hint::black_box(diff) == 0);
+        if std::hint::black_box(diff) == 0 {
+            found = Some(i);
+        }
     }
-    found == 1
+    found
 }
 
 /// Gives axum's own error answers (unknown route, wrong method, body over the limit, ...) the
@@ -385,17 +603,27 @@ async fn json_errors(request: Request, next: Next) -> Response {
     out
 }
 
-/// One line per request: method, path, status and time. Never headers, which carry the key.
-async fn access_log(request: Request, next: Next) -> Response {
+/// One line per request: method, route, path, status, time and the key's name, never a header
+/// (they carry the key). Feeds the request metrics too.
+async fn access_log(State(s): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    // The template, never the raw path, so the metrics keep one series per route.
+    let route = request.extensions().get::<MatchedPath>().map_or("(none)", |m| m.as_str()).to_owned();
     let response = next.run(request).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    let key = response.extensions().get::<KeyName>().map_or("-", |k| k.0.as_str());
+    s.metrics.request(method.as_str(), &route, status, elapsed);
     tracing::info!(
-        "{method} {} {} {:.1}ms",
-        crate::output::data(&path),
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64() * 1000.0
+        method = %method,
+        route = %route,
+        path = %data(&path),
+        status,
+        duration_ms = (elapsed.as_secs_f64() * 10_000.0).round() / 10.0,
+        key = %data(key),
+        "request"
     );
     response
 }
@@ -407,12 +635,34 @@ mod tests {
     #[test]
     fn keys_match_exactly() {
         let known: Vec<[u8; 32]> = ["alpha", "beta"].iter().map(|k| Sha256::digest(k.as_bytes()).into()).collect();
-        assert!(key_matches(b"alpha", &known));
-        assert!(key_matches(b"beta", &known));
+        assert_eq!(key_index(b"alpha", &known), Some(0));
+        assert_eq!(key_index(b"beta", &known), Some(1));
         for wrong in [&b"alph"[..], b"alphaa", b"", b"gamma"] {
-            assert!(!key_matches(wrong, &known));
+            assert_eq!(key_index(wrong, &known), None);
         }
-        assert!(!key_matches(b"alpha", &[]));
+        assert_eq!(key_index(b"alpha", &[]), None);
+    }
+
+    #[test]
+    fn reads_and_writes_are_told_apart_by_route_and_method() {
+        let project = Some("/v1/projects/{project}");
+        assert_eq!(access_needed(&Method::GET, project), Access::Read);
+        assert_eq!(access_needed(&Method::PUT, project), Access::Write);
+        assert_eq!(access_needed(&Method::POST, Some("/v1/projects/{project}/commits")), Access::Write);
+        assert_eq!(access_needed(&Method::PUT, Some("/v1/projects/{project}/sync")), Access::Write);
+        assert_eq!(access_needed(&Method::POST, Some(BATCH_GET_ROUTE)), Access::Read);
+        assert_eq!(access_needed(&Method::DELETE, project), Access::Write);
+        assert_eq!(access_needed(&Method::POST, None), Access::Read, "no route: the answer is a 404");
+    }
+
+    #[test]
+    fn health_reasons_never_show_a_password() {
+        assert_eq!(
+            redact_userinfo("cannot connect to postgres://app:s3cret@db:5432/defsync: refused"),
+            "cannot connect to postgres://***@db:5432/defsync: refused"
+        );
+        assert_eq!(redact_userinfo("see https://example.com/a@b"), "see https://example.com/a@b");
+        assert_eq!(redact_userinfo("no url here"), "no url here");
     }
 
     #[test]
@@ -428,7 +678,10 @@ mod tests {
             store: "s.db".into(),
             listen: "127.0.0.1:0".parse().unwrap(),
             keys: vec!["secret".into()],
+            keys_from: vec!["--key"],
             dispatch: None,
+            metrics_listen: None,
+            json_logs: false,
         };
         assert!(!format!("{o:?}").contains("secret"));
     }

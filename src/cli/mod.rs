@@ -7,6 +7,8 @@ pub mod dashboard;
 pub mod demo;
 pub mod dispatch;
 pub mod doctor;
+pub mod healthcheck;
+pub mod keys;
 pub mod serve;
 pub mod sync;
 
@@ -303,7 +305,10 @@ impl From<LinkArgs> for SyncArgs {
 
 /// Runs a command and returns the process exit status.
 pub fn run(cli: Cli) -> i32 {
-    init_logging();
+    init_logging(match &cli.command {
+        Command::Serve(args) => args.log_format,
+        _ => serve::LogFormat::Text,
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -317,10 +322,16 @@ pub fn run(cli: Cli) -> i32 {
             Command::Push(args) => sync_command(sync::Which::Push, &args.into()).await,
             Command::Status(args) => sync_command(sync::Which::Status, &args.into()).await,
             Command::Link(args) => sync_command(sync::Which::Link, &args.into()).await,
-            Command::Serve(args) => match serve::run(args).await {
-                Ok(()) => crate::error::exit::OK,
-                Err(e) => {
-                    eprintln!("error: {}", crate::output::data(&format!("{e:#}")));
+            Command::Serve(args) => match (args.log_format, serve::run(args).await) {
+                (_, Ok(())) => crate::error::exit::OK,
+                (format, Err(e)) => {
+                    let message = crate::output::data(&format!("{e:#}"));
+                    // With JSON logs, the last line is a JSON object too.
+                    if format == serve::LogFormat::Json {
+                        tracing::error!("{message}");
+                    } else {
+                        eprintln!("error: {message}");
+                    }
                     e.downcast_ref::<crate::error::Error>().map_or(crate::error::exit::FAILURE, |e| e.exit_code())
                 }
             },
@@ -416,10 +427,24 @@ async fn sync_command(which: sync::Which, args: &SyncArgs) -> i32 {
     report.exit_code()
 }
 
-/// Logs for people go to stderr; `DEFSYNC_LOG` sets the filter (default `info`).
-fn init_logging() {
+/// Logs go to stderr; `DEFSYNC_LOG` sets the filter (default `info`). JSON logs (`serve
+/// --log-format json`) are one object per line, with a timestamp and the event's fields at the
+/// top level, as log collectors expect.
+fn init_logging(format: serve::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DEFSYNC_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if format == serve::LogFormat::Json {
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .try_init();
+        return;
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,12 +1,13 @@
 //! `defsync serve`: run the reference platform, the Sync API on a SQLite store, and optionally
-//! dispatch the pull workflow after every commit that did not come from Git.
+//! dispatch the pull workflow after every commit that did not come from Git. Its subcommands
+//! (`keys`, `healthcheck`) live in files of their own and share [`StoreArgs`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use clap::Args;
+use clap::{Args, Subcommand, ValueEnum};
 
 use crate::github::{DEFAULT_API_URL, RepoName};
 use crate::server::{AutoDispatch, ServeOptions, serve};
@@ -14,11 +15,47 @@ use crate::store::RetryPolicy;
 
 const DISPATCH: &str = "Dispatching the pull workflow (on when a repository and a token are given)";
 
-#[derive(Clone, Args)]
-pub struct ServeArgs {
+/// The store `serve` and `serve keys` work on: one definition, so both read it alike.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
     /// The SQLite store to serve; created, with its folders, if missing.
     #[arg(long, env = "DEFSYNC_STORE", default_value = ".defsync/store.db")]
     pub store: PathBuf,
+}
+
+impl StoreArgs {
+    /// Opens the store (a blocking call).
+    pub fn open(&self) -> anyhow::Result<crate::store::Store> {
+        crate::store::Store::open(&self.store)
+    }
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event, for people.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ServeCommand {
+    /// Create, list and revoke the API keys kept in the store, each with a scope.
+    Keys(super::keys::KeysArgs),
+    /// Ask a running `serve` whether it is healthy (GET /healthz); exit 0 if so, 1 if not. For a
+    /// container's HEALTHCHECK.
+    Healthcheck(super::healthcheck::HealthcheckArgs),
+}
+
+#[derive(Clone, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ServeArgs {
+    #[command(subcommand)]
+    pub command: Option<ServeCommand>,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// The address to listen on (port 0 picks a free one; the address is printed on start).
     #[arg(long, env = "DEFSYNC_LISTEN", default_value = "127.0.0.1:8787")]
     pub listen: SocketAddr,
@@ -35,6 +72,14 @@ pub struct ServeArgs {
         hide = true
     )]
     pub env_keys: Vec<String>,
+    /// Log lines as text or as JSON objects (one per line, with the access log's method, route,
+    /// status, duration and key name as fields).
+    #[arg(long, env = "DEFSYNC_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Serve GET /metrics on this address too, without a key (and not on --listen). Without it,
+    /// /metrics is on --listen and needs a key of any scope.
+    #[arg(long, env = "DEFSYNC_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 
     /// After every commit whose origin is not `git` (a dashboard or API edit), start the pull
     /// workflow in this repository (owner/name), with the inputs projectId and commitId. One
@@ -77,9 +122,12 @@ pub struct ServeArgs {
 impl std::fmt::Debug for ServeArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServeArgs")
-            .field("store", &self.store)
+            .field("command", &self.command)
+            .field("store", &self.store.store)
             .field("listen", &self.listen)
             .field("keys", &format_args!("[{} hidden]", self.keys.len() + self.env_keys.len()))
+            .field("log_format", &self.log_format)
+            .field("metrics_listen", &self.metrics_listen)
             .field("dispatch_repository", &self.dispatch_repository)
             .field("dispatch_workflow", &self.dispatch_workflow)
             .field("dispatch_ref", &self.dispatch_ref)
@@ -140,18 +188,32 @@ impl ServeArgs {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    match args.command {
+        Some(ServeCommand::Keys(keys)) => return super::keys::run(&keys),
+        Some(ServeCommand::Healthcheck(check)) => return super::healthcheck::run(&check).await,
+        None => {}
+    }
     let keys = args.all_keys();
+    let mut keys_from = Vec::new();
+    if args.keys.iter().any(|k| !k.trim().is_empty()) {
+        keys_from.push("--key");
+    }
+    if args.env_keys.iter().any(|k| !k.trim().is_empty()) {
+        keys_from.push("DEFSYNC_SERVER_KEYS");
+    }
     // Configuration errors are typed, so they exit 2 like every other configuration error.
     let config = |e: String| anyhow::Error::from(crate::error::Error::Config(e));
-    if keys.is_empty() {
-        return Err(config(
-            "defsync serve needs at least one API key: give --key <key> (repeatable) or set \
-             DEFSYNC_SERVER_KEYS=<key1>,<key2>; clients then send it as DEFSYNC_API_KEY"
-                .into(),
-        ));
-    }
     let dispatch = args.dispatch().map_err(|e| config(format!("{e:#}")))?;
-    serve(ServeOptions { store: args.store, listen: args.listen, keys, dispatch }).await
+    serve(ServeOptions {
+        store: args.store.store,
+        listen: args.listen,
+        keys,
+        keys_from,
+        dispatch,
+        metrics_listen: args.metrics_listen,
+        json_logs: args.log_format == LogFormat::Json,
+    })
+    .await
 }
 
 #[cfg(test)]

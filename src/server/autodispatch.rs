@@ -7,17 +7,22 @@
 //! Delivery is at least once: a retry after an unclear outcome (a 5xx, a lost connection, a kill
 //! mid-request) may start a second run, which is harmless because a pull syncs the head and finds
 //! nothing left to write.
+//!
+//! On shutdown it stops between two dispatches: one being sent finishes (the server waits a
+//! bounded time for it), and rows claimed but not sent stay pending for the next start.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::github::{ErrorKind, GitHub, GitHubError, GitHubOptions, RepoName};
 use crate::output::data;
 use crate::store::{ClaimedDispatch, DispatchFailure, RetryPolicy, Store};
+
+use super::metrics::Metrics;
 
 /// Where and how `serve` dispatches the pull workflow.
 #[derive(Clone)]
@@ -59,11 +64,18 @@ impl AutoDispatch {
 }
 
 /// Sets up the GitHub client (failing now, at start-up, on a bad token or URL) and starts the
-/// worker. `wake` is notified after each commit.
-pub(super) fn start(store: Arc<Store>, config: AutoDispatch, wake: Arc<Notify>) -> anyhow::Result<JoinHandle<()>> {
+/// worker. `wake` is notified after each commit; the worker returns once `stop` turns true,
+/// between two dispatches.
+pub(super) fn start(
+    store: Arc<Store>,
+    config: AutoDispatch,
+    wake: Arc<Notify>,
+    stop: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<JoinHandle<()>> {
     let github = GitHub::new(GitHubOptions::new(config.token.clone(), config.api_url.clone()))
         .context("the dispatch configuration (--dispatch-token, --github-api-url)")?;
-    let worker = Worker { store, github, config, wake };
+    let worker = Worker { store, github, config, wake, stop, metrics };
     Ok(tokio::spawn(worker.run()))
 }
 
@@ -72,6 +84,8 @@ struct Worker {
     github: GitHub,
     config: AutoDispatch,
     wake: Arc<Notify>,
+    stop: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
 }
 
 /// Runs a store call off the async threads: SQLite blocks.
@@ -85,13 +99,19 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Worker {
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
     async fn run(self) {
-        loop {
+        let mut stop = self.stop.clone();
+        while !self.stopping() {
             self.round().await;
             // A commit made during the round left a permit: the next round starts at once.
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(self.config.poll_interval) => {}
+                _ = stop.wait_for(|s| *s) => {}
             }
         }
     }
@@ -108,7 +128,16 @@ impl Worker {
                 return;
             }
         };
-        for d in claimed {
+        let total = claimed.len();
+        for (i, d) in claimed.into_iter().enumerate() {
+            if self.stopping() {
+                tracing::info!(
+                    "dispatch: stopping; {} claimed dispatch(es) stay pending and are sent after their backoff on \
+                     the next start",
+                    total - i
+                );
+                return;
+            }
             self.send(d).await;
         }
     }
@@ -159,6 +188,7 @@ impl Worker {
 
     async fn failed(&self, d: &ClaimedDispatch, what: &str, e: &GitHubError) {
         let c = &self.config;
+        self.metrics.dispatch_failed();
         let permanent = is_permanent(e);
         let message = e.to_string();
         let store = self.store.clone();

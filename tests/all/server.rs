@@ -43,7 +43,8 @@ impl ServerProcess {
         (dir, server)
     }
 
-    /// Starts `defsync serve` on `store` accepting `key`, and waits until it listens.
+    /// Starts `defsync serve` on `store` accepting `key` (none when empty: the store's own keys
+    /// only), and waits until it listens.
     pub fn start(store: &Path, key: &str) -> ServerProcess {
         ServerProcess::start_with(store, key, &[], &[])
     }
@@ -68,7 +69,7 @@ impl ServerProcess {
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--store"])
             .arg(&self.store)
-            .args(["--key", &self.key])
+            .args(if self.key.is_empty() { vec![] } else { vec!["--key", &self.key] })
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -86,7 +87,12 @@ impl ServerProcess {
         // Reads every line, so the server never blocks on a full pipe; keeps them for failures.
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("defsync serve: listening on ") {
+                // With --log-format json, the line is the message of a JSON object.
+                let message = serde_json::from_str::<Value>(&line)
+                    .ok()
+                    .and_then(|v| v["message"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| line.clone());
+                if let Some(url) = message.strip_prefix("defsync serve: listening on ") {
                     let _ = tx.send(url.trim().to_owned());
                 }
                 logs.lock().unwrap().push(line);
@@ -119,6 +125,27 @@ impl ServerProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Sends SIGTERM, as an orchestrator stopping the server does; [`ServerProcess::wait`] then
+    /// gives its exit status.
+    pub fn terminate(&self) {
+        let pid = self.child.as_ref().expect("a running server").id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+        assert!(status.success(), "kill -TERM {pid} failed");
+    }
+
+    /// Waits for the server to exit (at most 30 seconds), and returns its exit status.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("a running server");
+        for _ in 0..300 {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        panic!("defsync serve did not exit within 30 s:\n{}", self.logs());
     }
 
     /// Starts the server again on the same store (on a new port: read `url()` again).
