@@ -3,7 +3,7 @@
 use clap::Args;
 
 use crate::error::{Error, Result};
-use crate::github::{DEFAULT_API_URL, GitHub, GitHubOptions, RepoName};
+use crate::forge::github::{DEFAULT_API_URL, GitHub, GitHubOptions, RepoName};
 
 #[derive(Debug, Clone, Args)]
 pub struct DispatchArgs {

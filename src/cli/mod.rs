@@ -125,7 +125,7 @@ pub struct GuardArgs {
     /// side's definitions, changing nothing (exit 2). A count (`20`) or a share (`50%`); a share
     /// applies only when that side holds at least 10 definitions.
     #[arg(long, env = "DEFSYNC_MAX_DELETIONS", default_value = "50%", value_name = "N|P%")]
-    pub max_deletions: crate::sync::DeletionLimit,
+    pub max_deletions: crate::engine::DeletionLimit,
     /// Let this run delete more than --max-deletions allows: after moving or emptying the sync
     /// root, or emptying the project, on purpose.
     #[arg(long, env = "DEFSYNC_ALLOW_MASS_DELETE")]
@@ -153,11 +153,11 @@ pub struct PullArgs {
     pub no_push: bool,
     /// Deliver onto the branch (commit) or through a pull request.
     #[arg(long, env = "DEFSYNC_DELIVERY", value_enum, default_value = "commit")]
-    pub delivery: crate::github::Delivery,
+    pub delivery: crate::forge::github::Delivery,
     /// Make the commit with local git and push it, or through GitHub's API (signed by GitHub,
     /// as some branch rules require).
     #[arg(long, env = "DEFSYNC_COMMIT_VIA", value_enum, default_value = "git")]
-    pub commit_via: crate::github::CommitVia,
+    pub commit_via: crate::forge::github::CommitVia,
     /// Pull-request delivery: defsync's branch [default: defsync/<project>].
     #[arg(long, env = "DEFSYNC_PR_BRANCH")]
     pub pr_branch: Option<String>,
@@ -165,7 +165,7 @@ pub struct PullArgs {
     #[arg(long, env = "DEFSYNC_PR_LABELS", value_delimiter = ',')]
     pub pr_labels: Vec<String>,
     /// GitHub's API root (GitHub Enterprise Server: https://HOST/api/v3).
-    #[arg(long, env = "GITHUB_API_URL", default_value = crate::github::DEFAULT_API_URL)]
+    #[arg(long, env = "GITHUB_API_URL", default_value = crate::forge::github::DEFAULT_API_URL)]
     pub github_api_url: String,
     /// Commit author for pull commits, as "Name <email>".
     #[arg(long, env = "DEFSYNC_AUTHOR")]
@@ -224,8 +224,8 @@ pub struct SyncArgs {
     pub guard: GuardArgs,
     pub json: bool,
     pub remote: String,
-    pub delivery: crate::github::Delivery,
-    pub commit_via: crate::github::CommitVia,
+    pub delivery: crate::forge::github::Delivery,
+    pub commit_via: crate::forge::github::CommitVia,
     pub pr_branch: Option<String>,
     pub pr_labels: Vec<String>,
     pub github_token: Option<String>,
@@ -253,7 +253,7 @@ impl From<TargetArgs> for SyncArgs {
             pr_branch: None,
             pr_labels: Vec::new(),
             github_token: t.github_token,
-            github_api_url: crate::github::DEFAULT_API_URL.into(),
+            github_api_url: crate::forge::github::DEFAULT_API_URL.into(),
             author: None,
             committer: None,
         }
@@ -352,7 +352,7 @@ async fn sync_command(which: sync::Which, args: &SyncArgs) -> i32 {
     };
     // In GitHub Actions: mask secrets before anything else is printed, and take the project and
     // commit from the `workflow_dispatch` event when they are not given.
-    let runtime = crate::actions::Runtime::from_env();
+    let runtime = crate::ci::actions::Runtime::from_env();
     let mut args = args.clone();
     if let Some(rt) = &runtime {
         let mut stderr = std::io::stderr();
@@ -362,7 +362,7 @@ async fn sync_command(which: sync::Which, args: &SyncArgs) -> i32 {
             std::env::var("GITHUB_TOKEN").ok(),
         ];
         for secret in secrets.iter().flatten() {
-            let _ = crate::actions::mask_to(&mut stderr, secret);
+            let _ = crate::ci::actions::mask_to(&mut stderr, secret);
         }
         match rt.dispatch_inputs() {
             Ok(inputs) => {
@@ -377,12 +377,12 @@ async fn sync_command(which: sync::Which, args: &SyncArgs) -> i32 {
                 tracing::warn!("cannot read the workflow_dispatch event: {}", crate::output::data(&format!("{e:#}")))
             }
         }
-        let _ = crate::actions::group_start_to(&mut stderr, &format!("defsync {command}"));
+        let _ = crate::ci::actions::group_start_to(&mut stderr, &format!("defsync {command}"));
     }
     let args = &args;
     let result = sync::run(which, args).await;
     if runtime.is_some() {
-        let _ = crate::actions::group_end_to(&mut std::io::stderr());
+        let _ = crate::ci::actions::group_end_to(&mut std::io::stderr());
     }
     let report = match result {
         Ok(report) => report,

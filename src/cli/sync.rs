@@ -3,12 +3,12 @@
 
 use crate::api::Direction;
 use crate::cli::{DirectionArg, OnConflict, PlatformArgs, SyncArgs};
+use crate::engine::plan::Preference;
+use crate::engine::{self, Request};
 use crate::error::{Error, Result};
 use crate::git::{Identity, Repo};
-use crate::plan::Preference;
 use crate::platform::{Location, Platform};
 use crate::report::Report;
-use crate::sync::{self, Request};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Which {
@@ -26,15 +26,15 @@ pub async fn run(which: Which, args: &SyncArgs) -> Result<Report> {
     let req = request(which, args, &repo)?;
     tracing::debug!(?req, "request");
     let mut report = match which {
-        Which::Pull => sync::pull(&repo, &platform, &req).await,
-        Which::Push => sync::push(&repo, &platform, &req).await,
-        Which::Status => sync::status(&repo, &platform, &req).await,
-        Which::Link => sync::link(&platform, &req).await,
+        Which::Pull => engine::pull(&repo, &platform, &req).await,
+        Which::Push => engine::push(&repo, &platform, &req).await,
+        Which::Status => engine::status(&repo, &platform, &req).await,
+        Which::Link => engine::link(&platform, &req).await,
     }?;
     if req.branch == DETACHED {
         // No branch was synced, so name what was checked out: in a workflow, the event's ref.
         report.git_ref = Some(
-            crate::actions::Runtime::from_env()
+            crate::ci::actions::Runtime::from_env()
                 .and_then(|rt| rt.checked_ref().map(str::to_owned))
                 .unwrap_or_else(|| DETACHED.into()),
         );
@@ -90,7 +90,7 @@ pub fn project(args: &PlatformArgs) -> Result<String> {
 
 fn request(which: Which, args: &SyncArgs, repo: &Repo) -> Result<Request> {
     let project = project(&args.platform)?;
-    let path = sync::normalize_path(&args.path)?;
+    let path = engine::normalize_path(&args.path)?;
     let lenient = which == Which::Status || args.dry_run;
     let branch = match branch(args, repo) {
         Some(b) => b,
@@ -130,19 +130,19 @@ fn request(which: Which, args: &SyncArgs, repo: &Repo) -> Result<Request> {
             .pr_branch
             .clone()
             .filter(|b| !b.is_empty())
-            .unwrap_or_else(|| crate::github::default_pr_branch(&project)),
+            .unwrap_or_else(|| crate::forge::github::default_pr_branch(&project)),
         pr_labels: args.pr_labels.iter().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()).collect(),
         github: args
             .github_token
             .as_deref()
             .filter(|t| !t.is_empty())
-            .map(|t| crate::github::GitHubOptions::new(t, args.github_api_url.clone())),
+            .map(|t| crate::forge::github::GitHubOptions::new(t, args.github_api_url.clone())),
     })
 }
 
 /// `--on-conflict`, whose default depends on the delivery.
 fn preference(which: Which, args: &SyncArgs) -> Result<Preference> {
-    let pr = which == Which::Pull && args.delivery == crate::github::Delivery::PullRequest;
+    let pr = which == Which::Pull && args.delivery == crate::forge::github::Delivery::PullRequest;
     Ok(match (args.on_conflict, pr) {
         // On a pull-request branch the platform's version overwrites nothing on the target
         // branch, and both versions stay visible in the pull request.

@@ -1,10 +1,10 @@
 //! `defsync pull`: bring the platform's head into the branch.
 
 use super::*;
+use crate::engine::layout::Layout;
+use crate::engine::plan::Mode;
+use crate::forge::github::{CommitVia, Delivery};
 use crate::git::{PushOutcome, Staged, TreeEdit};
-use crate::github::{CommitVia, Delivery};
-use crate::layout::Layout;
-use crate::plan::Mode;
 use crate::report::PullRequestRef;
 use crate::report::{Change, Op, Side, Status};
 
@@ -26,7 +26,8 @@ pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
         if !git.errors.is_empty() {
             return Ok(invalid(report, git.errors));
         }
-        let plan = crate::plan::plan(Mode::Pull, req.direction, req.prefer, &state.base, &git.files, &state.manifest);
+        let plan =
+            crate::engine::plan::plan(Mode::Pull, req.direction, req.prefer, &state.base, &git.files, &state.manifest);
 
         // The platform's side of every conflict, for the report; what the run writes is fetched
         // later, in batches, as it is staged.
@@ -150,7 +151,7 @@ enum Delivered {
     BranchMoved,
     PullRequest {
         commit: String,
-        pr: crate::github::PullRequest,
+        pr: crate::forge::github::PullRequest,
     },
 }
 
@@ -222,7 +223,7 @@ async fn deliver(
                     commit
                 }
             };
-            let body = crate::github::render_pr_body(&crate::github::PrBody {
+            let body = crate::forge::github::render_pr_body(&crate::forge::github::PrBody {
                 project: &req.project,
                 platform_commit: report.platform_commit.as_ref(),
                 requested_commit: req.requested_commit.as_deref(),
@@ -234,7 +235,7 @@ async fn deliver(
                 Some(h) => format!("defsync: platform changes to {} (commit {}, seq {})", req.project, h.id, h.seq),
                 None => format!("defsync: platform changes to {}", req.project),
             };
-            let spec = crate::github::PullRequestSpec {
+            let spec = crate::forge::github::PullRequestSpec {
                 base: &req.branch,
                 head_branch: &req.pr_branch,
                 commit: &commit,
@@ -249,20 +250,20 @@ async fn deliver(
 }
 
 /// The GitHub client and repository a delivery through the API needs.
-fn github(req: &Request) -> Result<(crate::github::GitHub, crate::github::RepoName)> {
+fn github(req: &Request) -> Result<(crate::forge::github::GitHub, crate::forge::github::RepoName)> {
     let options = req.github.clone().ok_or_else(|| {
         Error::Config(
             "this delivery uses GitHub's API and needs a token: pass --github-token or set DEFSYNC_GITHUB_TOKEN (the action's github-token input)".into(),
         )
     })?;
-    let name = crate::github::RepoName::parse(&req.repository).map_err(|e| {
+    let name = crate::forge::github::RepoName::parse(&req.repository).map_err(|e| {
         Error::Config(format!("{e:#}: GitHub delivery needs the repository as owner/name (set GITHUB_REPOSITORY)"))
     })?;
-    let gh = crate::github::GitHub::new(options).map_err(|e| Error::Config(format!("{e:#}")))?;
+    let gh = crate::forge::github::GitHub::new(options).map_err(|e| Error::Config(format!("{e:#}")))?;
     Ok((gh, name))
 }
 
-fn gh_error(e: crate::github::GitHubError) -> Error {
+fn gh_error(e: crate::forge::github::GitHubError) -> Error {
     Error::Other(anyhow::anyhow!("GitHub: {e}"))
 }
 
@@ -358,7 +359,7 @@ fn place(
 }
 
 /// The report lines of a plan's writes, for a dry run (nothing is fetched).
-fn planned_changes(plan: &crate::plan::Plan, git: &Tree, req: &Request) -> Vec<Change> {
+fn planned_changes(plan: &crate::engine::plan::Plan, git: &Tree, req: &Request) -> Vec<Change> {
     let mut layout = Layout::new(git.all_paths.iter().map(String::as_str));
     plan.writes().filter_map(|(item, digest)| place(item, digest, git, &mut layout, req)).map(|(c, _)| c).collect()
 }
@@ -371,7 +372,7 @@ async fn stage(
     platform: &Platform,
     req: &Request,
     state: &PlatformState,
-    plan: &crate::plan::Plan,
+    plan: &crate::engine::plan::Plan,
     git: &Tree,
     keep_contents: bool,
 ) -> Result<std::result::Result<(Staged, Vec<TreeEdit>, Vec<Change>), Vec<FileError>>> {
@@ -414,7 +415,7 @@ async fn stage(
 
 /// Checks the written tree: every key written reads back with the platform's digest at the path
 /// it was written to, every deleted key is gone, and no file is bad.
-fn verify(plan: &crate::plan::Plan, written: &Tree, staged: &Staged, req: &Request) -> Vec<FileError> {
+fn verify(plan: &crate::engine::plan::Plan, written: &Tree, staged: &Staged, req: &Request) -> Vec<FileError> {
     let mut problems = written.errors.clone();
     let written_paths: std::collections::HashSet<&str> = staged.writes.iter().map(|(p, _)| p.as_str()).collect();
     for (item, digest) in plan.writes() {

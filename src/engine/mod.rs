@@ -1,13 +1,16 @@
 //! Runs: `pull`, `push`, `status` and `link`, following contract part 4.
 //!
-//! Each run reads both sides ([`read_platform`], [`scan_commit`]), plans with [`crate::plan`],
+//! Each run reads both sides ([`read_platform`], [`scan_commit`]), plans with [`crate::engine::plan`],
 //! and only then writes. Every write is a compare-and-swap (the platform commit's `parent`, a
 //! fast-forward Git push, `If-Match` on the record); a run that loses re-reads and re-plans.
 
 pub mod guard;
+pub mod layout;
 mod link;
+pub mod plan;
 mod pull;
 mod push;
+pub mod scan;
 mod status;
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,13 +23,12 @@ pub use status::status;
 
 use crate::api::{BaseUpdate, Commit, Direction, ETag, Object, Project, PutSync, SyncRecord};
 use crate::digest::Digest;
+use crate::engine::plan::{Digests, HasDigest, Item, Preference};
 use crate::error::{Error, Result};
 use crate::git::{Identity, Oid, Repo};
 use crate::model::{Definition, Key};
-use crate::plan::{Digests, HasDigest, Item, Preference};
 use crate::platform::{Platform, PlatformError};
 use crate::report::{self, CommitRef, FileError, Report, Resolution};
-use crate::scan;
 
 /// How many times a run re-plans after losing a race before it gives up.
 pub const MAX_ATTEMPTS: u32 = 5;
@@ -58,14 +60,14 @@ pub struct Request {
     pub committer: Option<Identity>,
     pub run_url: Option<String>,
     /// Pull only: onto the branch, or through a pull request.
-    pub delivery: crate::github::Delivery,
+    pub delivery: crate::forge::github::Delivery,
     /// Pull only: commit with local git and `git push`, or through GitHub's API.
-    pub commit_via: crate::github::CommitVia,
+    pub commit_via: crate::forge::github::CommitVia,
     /// Pull-request delivery: defsync's branch, and labels for the pull request.
     pub pr_branch: String,
     pub pr_labels: Vec<String>,
     /// How to reach GitHub's API (token and URL), when a delivery needs it.
-    pub github: Option<crate::github::GitHubOptions>,
+    pub github: Option<crate::forge::github::GitHubOptions>,
 }
 
 impl Request {
@@ -98,7 +100,12 @@ impl Request {
     }
 
     /// The deletion guard for a plan in `mode`, out of `of` definitions on the side it writes.
-    fn guard(&self, plan: &crate::plan::Plan, mode: crate::plan::Mode, of: usize) -> Option<report::DeletionGuard> {
+    fn guard(
+        &self,
+        plan: &crate::engine::plan::Plan,
+        mode: crate::engine::plan::Mode,
+        of: usize,
+    ) -> Option<report::DeletionGuard> {
         guard::check(plan, mode, of, self.max_deletions, self.allow_mass_delete)
     }
 
@@ -366,7 +373,7 @@ pub struct Tree {
     pub errors: Vec<FileError>,
 }
 
-impl crate::plan::HasDigest for GitFile {
+impl crate::engine::plan::HasDigest for GitFile {
     fn digest(&self) -> &Digest {
         &self.digest
     }
@@ -648,15 +655,15 @@ async fn send_agreement<G: HasDigest>(
 }
 
 /// Keys both sides changed: unresolved conflicts and the ones a preference resolved.
-fn conflict_items(plan: &crate::plan::Plan) -> Vec<&Item> {
-    plan.items.iter().filter(|i| i.was_conflict || i.action == crate::plan::Action::Conflict).collect()
+fn conflict_items(plan: &crate::engine::plan::Plan) -> Vec<&Item> {
+    plan.items.iter().filter(|i| i.was_conflict || i.action == crate::engine::plan::Action::Conflict).collect()
 }
 
 /// What a run that writes does with a conflicting key, for its report.
 fn resolution_of(item: &Item) -> Resolution {
     match item.action {
-        crate::plan::Action::Conflict => Resolution::None,
-        crate::plan::Action::Defer(_) => Resolution::Deferred,
+        crate::engine::plan::Action::Conflict => Resolution::None,
+        crate::engine::plan::Action::Defer(_) => Resolution::Deferred,
         _ => Resolution::Written,
     }
 }

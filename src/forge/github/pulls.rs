@@ -5,7 +5,7 @@
 //! updated. Opening a PR is not safe to repeat, so after an unclear outcome defsync looks for
 //! the PR before anything else.
 
-use crate::actions::{cell, code_span};
+use crate::ci::actions::{cell, code_span};
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};

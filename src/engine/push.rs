@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::api::{Change as ApiChange, CreateCommit, Origin, OriginType};
-use crate::plan::Mode;
+use crate::engine::plan::Mode;
 use crate::report::{Change, Op, Side, Status};
 
 /// A push whose body would exceed this is split into several commits (contract: 32 MiB).
@@ -41,7 +41,8 @@ pub async fn push(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
         if !git.errors.is_empty() {
             return Ok(invalid(report, git.errors));
         }
-        let plan = crate::plan::plan(Mode::Push, req.direction, req.prefer, &state.base, &git.files, &state.manifest);
+        let plan =
+            crate::engine::plan::plan(Mode::Push, req.direction, req.prefer, &state.base, &git.files, &state.manifest);
 
         let conflicts = conflict_items(&plan);
         if !conflicts.is_empty() {
