@@ -1,12 +1,26 @@
 //! `defsync pull`: bring the platform's head into the branch.
 
-use super::*;
+use crate::api::Direction;
+use crate::digest::Digest;
+use crate::engine::MAX_ATTEMPTS;
+use crate::engine::base::send_agreement;
+use crate::engine::conflicts::{conflict_items, invalid, report_conflicts, resolution_of};
 use crate::engine::layout::Layout;
+use crate::engine::link::{ensure_link, link_if_new};
+use crate::engine::plan::Item;
 use crate::engine::plan::Mode;
+use crate::engine::request::{Request, refuse_one_way};
+use crate::engine::state::{PlatformState, fetch_objects};
+use crate::engine::tree::{Tree, check_no_symlink_on_path, scan_commit};
+use crate::error::{Error, Result};
 use crate::forge::github::{CommitVia, Delivery};
+use crate::git::{Identity, Oid, Repo};
 use crate::git::{PushOutcome, Staged, TreeEdit};
+use crate::model::Key;
+use crate::platform::{Platform, PlatformError};
 use crate::report::PullRequestRef;
 use crate::report::{Change, Op, Side, Status};
+use crate::report::{FileError, Report};
 
 pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Report> {
     let mut report = req.new_report("pull");

@@ -1,8 +1,18 @@
 //! `defsync status`: what a pull and a push would change. Writes nothing.
 
-use super::*;
+use crate::api::Direction;
+use crate::engine::conflicts::{conflict_items, invalid, report_conflicts};
+use crate::engine::link::ensure_link;
 use crate::engine::plan::Mode;
+use crate::engine::request::Request;
+use crate::engine::state::fetch_objects;
+use crate::engine::tree::{check_no_symlink_on_path, scan_commit};
+use crate::error::Result;
+use crate::git::Repo;
+use crate::model::Key;
+use crate::platform::Platform;
 use crate::report::{Change, Op, Side, Status};
+use crate::report::{Report, Resolution};
 
 /// Plans both directions on the checked-out commit. Never refused for running on another ref,
 /// so a check on a pull request shows what merging it would push.
