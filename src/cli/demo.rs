@@ -95,6 +95,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     git(&work, &["commit", "--quiet", "-m", "Initial commit"])?;
     git(&work, &["push", "--quiet", "origin", "main"])?;
     let repo = Repo::discover(&work)?;
+    let identity = crate::ci::detect().event().identity;
     let req = Request {
         project: PROJECT.into(),
         path: "platform".into(),
@@ -111,18 +112,19 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         max_deletions: Default::default(),
         allow_mass_delete: false,
         requested_commit: None,
-        author: None,
-        committer: None,
+        // Who a CI runtime commits as, as the sync commands do.
+        author: identity.clone(),
+        committer: identity,
         run_url: None,
         delivery: Default::default(),
         commit_via: Default::default(),
-        pr_branch: crate::forge::github::default_pr_branch(PROJECT),
+        pr_branch: crate::forge::default_pr_branch(PROJECT),
         pr_labels: Vec::new(),
-        github: None,
     };
+    let forge = crate::forge::github::GitHubForge::new(None, req.repository.clone());
 
     step(3, "First pull: the project has no link yet, so the run links it and writes every definition");
-    let report = engine::pull(&repo, &platform, &req).await?;
+    let report = engine::pull(&repo, &platform, &forge, &req).await?;
     show(&report);
     println!("    files now in the checkout:");
     for f in list_files(&work.join("platform"))? {
@@ -130,7 +132,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     }
 
     step(4, "A second pull changes nothing (idempotent)");
-    show(&engine::pull(&repo, &platform, &req).await?);
+    show(&engine::pull(&repo, &platform, &forge, &req).await?);
 
     step(5, "An edit in Git, committed and pushed, then `defsync push`");
     let wf = work.join("platform/workflow/notify-on-deal.yaml");
@@ -153,7 +155,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         )],
     )
     .await?;
-    let report = engine::pull(&repo, &platform, &req).await?;
+    let report = engine::pull(&repo, &platform, &forge, &req).await?;
     show(&report);
     println!("    the commit it made:");
     for line in repo.commit_message("HEAD")?.lines() {
@@ -180,7 +182,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
 
     step(8, "Resolve it: pull with --on-conflict prefer-platform");
     let prefer = Request { prefer: Preference::Platform, ..req.clone() };
-    show(&engine::pull(&repo, &platform, &prefer).await?);
+    show(&engine::pull(&repo, &platform, &forge, &prefer).await?);
     println!("    and now both sides agree:");
     show(&engine::status(&repo, &platform, &req).await?);
 

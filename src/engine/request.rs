@@ -31,18 +31,17 @@ pub struct Request {
     pub allow_mass_delete: bool,
     /// Pull only: the platform commit that asked for the run.
     pub requested_commit: Option<String>,
+    /// Who a pull's local commit names; `None` leaves it to git's configuration.
     pub author: Option<Identity>,
     pub committer: Option<Identity>,
     pub run_url: Option<String>,
     /// Pull only: onto the branch, or through a pull request.
-    pub delivery: crate::forge::github::Delivery,
-    /// Pull only: commit with local git and `git push`, or through GitHub's API.
-    pub commit_via: crate::forge::github::CommitVia,
+    pub delivery: crate::forge::Delivery,
+    /// Pull only: commit with local git and `git push`, or through the forge's API.
+    pub commit_via: crate::forge::CommitVia,
     /// Pull-request delivery: defsync's branch, and labels for the pull request.
     pub pr_branch: String,
     pub pr_labels: Vec<String>,
-    /// How to reach GitHub's API (token and URL), when a delivery needs it.
-    pub github: Option<crate::forge::github::GitHubOptions>,
 }
 
 impl Request {

@@ -1,5 +1,5 @@
 //! GitHub's REST API: commits through the git-data API, pull-request delivery, workflow
-//! dispatches and token diagnosis.
+//! dispatches and token diagnosis; [`GitHubForge`] is GitHub as the engine's [`crate::forge::Forge`].
 //!
 //! [`GitHub`] is the one entry point. Every request goes through its client, which counts
 //! requests, waits out rate limits, retries only what is safe to repeat and turns error answers
@@ -10,29 +10,15 @@ mod commit;
 mod dispatch;
 pub mod doctor;
 mod errors;
+mod forge;
 mod pulls;
 
 pub use client::{API_VERSION, DEFAULT_API_URL, GitHub, GitHubOptions, RepoName};
 pub use dispatch::DispatchedRun;
 pub use errors::{ErrorInfo, ErrorKind, GitHubError, Permission};
-pub use pulls::{PrBody, PullRequest, PullRequestSpec, default_pr_branch, render_pr_body};
+pub use forge::GitHubForge;
+pub use pulls::{PrBody, PullRequest, PullRequestSpec, render_pr_body};
 
-/// How a pull delivers its commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Delivery {
-    /// Onto the target branch itself.
-    #[default]
-    Commit,
-    /// Onto defsync's own branch, with a pull request into the target branch.
-    PullRequest,
-}
-
-/// How a pull makes its commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum CommitVia {
-    /// Locally with git, then `git push`.
-    #[default]
-    Git,
-    /// Through GitHub's git-data API: signed by GitHub, no push credentials needed.
-    Api,
-}
+/// The variables that may hold a GitHub token, which a CI runtime masks before anything is
+/// printed.
+pub const TOKEN_VARIABLES: &[&str] = &["DEFSYNC_GITHUB_TOKEN", "GITHUB_TOKEN"];
