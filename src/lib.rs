@@ -1,25 +1,35 @@
 //! defsync keeps a platform's project definitions and a Git repository in sync, both ways.
 //!
-//! Data flows one way: [`scan`] the branch, read the platform, [`plan`] per key, then apply.
+//! Data flows one way: [`engine::scan`] the branch, read the platform, [`engine::plan`] per key,
+//! then apply. The layers, each using only those below it (docs/architecture.md):
+//! - the edge: [`cli`] (arguments, environment, exit codes) and [`server`] (`defsync serve`);
+//! - the adapters: [`forge`] (GitHub: API commits, pull requests, dispatch, doctor) and [`ci`]
+//!   (GitHub Actions or none: event inputs, outputs, summary, annotations, masking);
+//! - the [`engine`]: scan, plan, apply for `pull`, `push`, `status` and `link`; it knows no
+//!   forge and no CI, and takes both as values;
+//! - the parts: [`model`], [`digest`], [`yaml`], [`git`], [`api`] and [`platform`], [`report`],
+//!   [`store`].
 
-pub mod actions;
 pub mod api;
+pub mod ci;
 pub mod cli;
 pub mod conformance;
 pub mod digest;
+pub mod engine;
 pub mod error;
+pub mod forge;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod git;
-pub mod github;
-pub mod layout;
 pub mod model;
 pub mod output;
-pub mod plan;
 pub mod platform;
 pub mod report;
-pub mod scan;
 pub mod server;
 pub mod store;
-pub mod sync;
 pub mod yaml;
+
+/// The GitHub forge under its 1.0 path, for `defsync serve` and its dispatcher, which other
+/// branches are changing now; they move to [`forge::github`] once merged.
+#[doc(hidden)]
+pub use forge::github;

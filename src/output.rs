@@ -10,7 +10,7 @@ use crate::report::{Op, Report, Resolution, Side, Status};
 /// Escapes text that came from outside (names, server messages) for one log line: control
 /// characters are escaped, and a leading `::` or a `##[` cannot start a runner command.
 pub fn data(s: &str) -> String {
-    crate::actions::escape_log(s)
+    crate::ci::actions::escape_log(s)
 }
 
 /// The report as lines for people.
@@ -61,7 +61,7 @@ pub fn human(report: &Report) -> String {
             short(&c.git),
             short(&c.platform),
         );
-        if let Some((note, diff)) = crate::actions::conflict_diff(c) {
+        if let Some((note, diff)) = crate::ci::actions::conflict_diff(c) {
             if let Some(note) = note {
                 let _ = writeln!(out, "    {note}:");
             }

@@ -96,7 +96,7 @@ pub async fn run(args: &DashboardArgs) -> Result<String> {
 
 /// Commits on the current head, re-reading it if another edit landed first.
 async fn commit(platform: &Platform, project: &str, message: &str, changes: Vec<Change>) -> Result<String> {
-    for _ in 0..crate::sync::MAX_ATTEMPTS {
+    for _ in 0..crate::engine::MAX_ATTEMPTS {
         let (p, _) = platform.project(project).await?;
         let body = CreateCommit {
             parent: p.head.map(|h| h.id),

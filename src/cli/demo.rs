@@ -10,13 +10,13 @@ use clap::Args;
 use serde_json::json;
 
 use crate::api::{Change, CreateCommit, Direction, Origin, OriginType};
+use crate::engine::plan::Preference;
+use crate::engine::{self, Request};
 use crate::error::exit;
 use crate::git::Repo;
-use crate::plan::Preference;
 use crate::platform::Platform;
 use crate::report::Report;
 use crate::store::Store;
-use crate::sync::{self, Request};
 
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
@@ -95,6 +95,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     git(&work, &["commit", "--quiet", "-m", "Initial commit"])?;
     git(&work, &["push", "--quiet", "origin", "main"])?;
     let repo = Repo::discover(&work)?;
+    let identity = crate::ci::detect().event().identity;
     let req = Request {
         project: PROJECT.into(),
         path: "platform".into(),
@@ -111,18 +112,19 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         max_deletions: Default::default(),
         allow_mass_delete: false,
         requested_commit: None,
-        author: None,
-        committer: None,
+        // Who a CI runtime commits as, as the sync commands do.
+        author: identity.clone(),
+        committer: identity,
         run_url: None,
         delivery: Default::default(),
         commit_via: Default::default(),
-        pr_branch: crate::github::default_pr_branch(PROJECT),
+        pr_branch: crate::forge::default_pr_branch(PROJECT),
         pr_labels: Vec::new(),
-        github: None,
     };
+    let forge = crate::forge::github::GitHubForge::new(None, req.repository.clone());
 
     step(3, "First pull: the project has no link yet, so the run links it and writes every definition");
-    let report = sync::pull(&repo, &platform, &req).await?;
+    let report = engine::pull(&repo, &platform, &forge, &req).await?;
     show(&report);
     println!("    files now in the checkout:");
     for f in list_files(&work.join("platform"))? {
@@ -130,7 +132,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     }
 
     step(4, "A second pull changes nothing (idempotent)");
-    show(&sync::pull(&repo, &platform, &req).await?);
+    show(&engine::pull(&repo, &platform, &forge, &req).await?);
 
     step(5, "An edit in Git, committed and pushed, then `defsync push`");
     let wf = work.join("platform/workflow/notify-on-deal.yaml");
@@ -138,9 +140,9 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     std::fs::write(&wf, text)?;
     git(&work, &["commit", "--quiet", "-am", "Post new deals to #deals"])?;
     git(&work, &["push", "--quiet", "origin", "main"])?;
-    show(&sync::push(&repo, &platform, &req).await?);
+    show(&engine::push(&repo, &platform, &req).await?);
     println!("    a second push sends nothing:");
-    show(&sync::push(&repo, &platform, &req).await?);
+    show(&engine::push(&repo, &platform, &req).await?);
 
     step(6, "An edit in the dashboard, then `defsync pull` (as the platform's dispatch would run it)");
     dashboard(
@@ -153,14 +155,14 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         )],
     )
     .await?;
-    let report = sync::pull(&repo, &platform, &req).await?;
+    let report = engine::pull(&repo, &platform, &forge, &req).await?;
     show(&report);
     println!("    the commit it made:");
     for line in repo.commit_message("HEAD")?.lines() {
         println!("      | {line}");
     }
     println!("    and a push right after it does nothing, so there is no loop:");
-    show(&sync::push(&repo, &platform, &req).await?);
+    show(&engine::push(&repo, &platform, &req).await?);
 
     step(7, "Both sides edit the same definition: a conflict, and nothing changes on either side");
     dashboard(
@@ -174,15 +176,15 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     std::fs::write(&hub, text)?;
     git(&work, &["commit", "--quiet", "-am", "Sync every 30 minutes"])?;
     git(&work, &["push", "--quiet", "origin", "main"])?;
-    let report = sync::push(&repo, &platform, &req).await?;
+    let report = engine::push(&repo, &platform, &req).await?;
     show(&report);
     println!("    exit status would be {}", report.exit_code());
 
     step(8, "Resolve it: pull with --on-conflict prefer-platform");
     let prefer = Request { prefer: Preference::Platform, ..req.clone() };
-    show(&sync::pull(&repo, &platform, &prefer).await?);
+    show(&engine::pull(&repo, &platform, &forge, &prefer).await?);
     println!("    and now both sides agree:");
-    show(&sync::status(&repo, &platform, &req).await?);
+    show(&engine::status(&repo, &platform, &req).await?);
 
     println!("\nDone. Try it yourself:");
     println!("  cd {}", work.display());

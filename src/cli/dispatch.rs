@@ -2,8 +2,9 @@
 
 use clap::Args;
 
-use crate::error::{Error, Result};
-use crate::github::{DEFAULT_API_URL, GitHub, GitHubOptions, RepoName};
+use crate::error::Result;
+use crate::forge::github::{DEFAULT_API_URL, GitHubForge, GitHubOptions};
+use crate::forge::{Dispatch, Forge};
 
 #[derive(Debug, Clone, Args)]
 pub struct DispatchArgs {
@@ -32,23 +33,8 @@ pub struct DispatchArgs {
 
 /// Returns the line to show.
 pub async fn run(args: &DispatchArgs) -> Result<String> {
-    let repo = RepoName::parse(&args.repository).map_err(|e| Error::Config(format!("--repository: {e}")))?;
-    let gh = GitHub::new(GitHubOptions::new(args.github_token.clone(), args.github_api_url.clone()))
-        .map_err(|e| Error::Config(format!("{e:#}")))?;
-    let mut inputs = vec![("projectId", args.project.as_str())];
-    if let Some(c) = args.commit.as_deref().filter(|c| !c.is_empty()) {
-        inputs.push(("commitId", c));
-    }
-    let run = gh
-        .dispatch(&repo, &args.workflow, &args.git_ref, &inputs)
-        .await
-        .map_err(|e| Error::Other(anyhow::Error::new(e)))?;
-    let started = format!("started {} on {} in {repo}", args.workflow, args.git_ref);
-    Ok(match run {
-        Some(r) => match r.html_url {
-            Some(url) => format!("{started}: run {} {url}", r.id),
-            None => format!("{started}: run {}", r.id),
-        },
-        None => format!("{started}; GitHub returned no run ID (it answered 204, as versions before run details do)"),
-    })
+    let options = GitHubOptions::new(args.github_token.clone(), args.github_api_url.clone());
+    let forge = GitHubForge::new(Some(options), args.repository.clone()).with_workflow(args.workflow.clone());
+    let dispatch = Dispatch { git_ref: &args.git_ref, project: &args.project, commit: args.commit.as_deref() };
+    forge.dispatch(&dispatch).await
 }

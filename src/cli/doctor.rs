@@ -10,8 +10,9 @@ use std::process::Command;
 use clap::Args;
 
 use crate::cli::{DirectionArg, PlatformArgs};
-use crate::github::doctor::{Check, Needs, Outcome, TokenKind, check_github, render_table};
-use crate::github::{CommitVia, DEFAULT_API_URL, Delivery, GitHub, GitHubOptions, RepoName};
+use crate::forge::github::doctor::{Check, Needs, Outcome, TokenKind, check_github, render_table};
+use crate::forge::github::{DEFAULT_API_URL, GitHub, GitHubOptions, RepoName};
+use crate::forge::{CommitVia, Delivery};
 
 #[derive(Debug, Clone, Args)]
 pub struct DoctorArgs {

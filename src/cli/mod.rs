@@ -130,7 +130,7 @@ pub struct GuardArgs {
     /// side's definitions, changing nothing (exit 2). A count (`20`) or a share (`50%`); a share
     /// applies only when that side holds at least 10 definitions.
     #[arg(long, env = "DEFSYNC_MAX_DELETIONS", default_value = "50%", value_name = "N|P%")]
-    pub max_deletions: crate::sync::DeletionLimit,
+    pub max_deletions: crate::engine::DeletionLimit,
     /// Let this run delete more than --max-deletions allows: after moving or emptying the sync
     /// root, or emptying the project, on purpose.
     #[arg(long, env = "DEFSYNC_ALLOW_MASS_DELETE")]
@@ -158,11 +158,11 @@ pub struct PullArgs {
     pub no_push: bool,
     /// Deliver onto the branch (commit) or through a pull request.
     #[arg(long, env = "DEFSYNC_DELIVERY", value_enum, default_value = "commit")]
-    pub delivery: crate::github::Delivery,
+    pub delivery: crate::forge::Delivery,
     /// Make the commit with local git and push it, or through GitHub's API (signed by GitHub,
     /// as some branch rules require).
     #[arg(long, env = "DEFSYNC_COMMIT_VIA", value_enum, default_value = "git")]
-    pub commit_via: crate::github::CommitVia,
+    pub commit_via: crate::forge::CommitVia,
     /// Pull-request delivery: defsync's branch [default: defsync/<project>].
     #[arg(long, env = "DEFSYNC_PR_BRANCH")]
     pub pr_branch: Option<String>,
@@ -170,7 +170,7 @@ pub struct PullArgs {
     #[arg(long, env = "DEFSYNC_PR_LABELS", value_delimiter = ',')]
     pub pr_labels: Vec<String>,
     /// GitHub's API root (GitHub Enterprise Server: https://HOST/api/v3).
-    #[arg(long, env = "GITHUB_API_URL", default_value = crate::github::DEFAULT_API_URL)]
+    #[arg(long, env = "GITHUB_API_URL", default_value = crate::forge::github::DEFAULT_API_URL)]
     pub github_api_url: String,
     /// Commit author for pull commits, as "Name <email>".
     #[arg(long, env = "DEFSYNC_AUTHOR")]
@@ -229,8 +229,8 @@ pub struct SyncArgs {
     pub guard: GuardArgs,
     pub json: bool,
     pub remote: String,
-    pub delivery: crate::github::Delivery,
-    pub commit_via: crate::github::CommitVia,
+    pub delivery: crate::forge::Delivery,
+    pub commit_via: crate::forge::CommitVia,
     pub pr_branch: Option<String>,
     pub pr_labels: Vec<String>,
     pub github_token: Option<String>,
@@ -258,7 +258,7 @@ impl From<TargetArgs> for SyncArgs {
             pr_branch: None,
             pr_labels: Vec::new(),
             github_token: t.github_token,
-            github_api_url: crate::github::DEFAULT_API_URL.into(),
+            github_api_url: crate::forge::github::DEFAULT_API_URL.into(),
             author: None,
             committer: None,
         }
@@ -359,72 +359,7 @@ fn one_line(result: crate::error::Result<String>) -> i32 {
 }
 
 async fn sync_command(which: sync::Which, args: &SyncArgs) -> i32 {
-    let command = match which {
-        sync::Which::Pull => "pull",
-        sync::Which::Push => "push",
-        sync::Which::Status => "status",
-        sync::Which::Link => "link",
-    };
-    // In GitHub Actions: mask secrets before anything else is printed, and take the project and
-    // commit from the `workflow_dispatch` event when they are not given.
-    let runtime = crate::actions::Runtime::from_env();
-    let mut args = args.clone();
-    if let Some(rt) = &runtime {
-        let mut stderr = std::io::stderr();
-        let secrets = [
-            args.platform.api_key.clone(),
-            std::env::var("DEFSYNC_GITHUB_TOKEN").ok(),
-            std::env::var("GITHUB_TOKEN").ok(),
-        ];
-        for secret in secrets.iter().flatten() {
-            let _ = crate::actions::mask_to(&mut stderr, secret);
-        }
-        match rt.dispatch_inputs() {
-            Ok(inputs) => {
-                if args.platform.project.as_deref().is_none_or(str::is_empty) {
-                    args.platform.project = inputs.project_id;
-                }
-                if args.commit.as_deref().is_none_or(str::is_empty) {
-                    args.commit = inputs.commit_id;
-                }
-            }
-            Err(e) => {
-                tracing::warn!("cannot read the workflow_dispatch event: {}", crate::output::data(&format!("{e:#}")))
-            }
-        }
-        let _ = crate::actions::group_start_to(&mut stderr, &format!("defsync {command}"));
-    }
-    let args = &args;
-    let result = sync::run(which, args).await;
-    if runtime.is_some() {
-        let _ = crate::actions::group_end_to(&mut std::io::stderr());
-    }
-    let report = match result {
-        Ok(report) => report,
-        Err(e) => {
-            let mut report = crate::report::Report::new(command);
-            report.project = args.platform.project.clone();
-            report.status = crate::report::Status::Error;
-            report.error = Some(crate::report::ReportError { message: e.to_string(), exit_code: e.exit_code() });
-            eprintln!("error: {}", crate::output::data(&e.to_string()));
-            report
-        }
-    };
-    if report.status != crate::report::Status::Error {
-        eprint!("{}", crate::output::human(&report));
-    }
-    if let Some(rt) = &runtime
-        && let Err(e) = rt.finish_to(&mut std::io::stderr(), &report)
-    {
-        eprintln!("error: cannot write the step's outputs or summary: {}", crate::output::data(&format!("{e:#}")));
-    }
-    if args.json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(json) => println!("{json}"),
-            Err(e) => eprintln!("error: cannot write the JSON report: {e}"),
-        }
-    }
-    report.exit_code()
+    sync::command(which, args, crate::ci::detect().as_ref()).await
 }
 
 /// Logs go to stderr; `DEFSYNC_LOG` sets the filter (default `info`). JSON logs (`serve

@@ -2,13 +2,14 @@
 //! [`Request`] for the core.
 
 use crate::api::Direction;
+use crate::ci::Event;
 use crate::cli::{DirectionArg, OnConflict, PlatformArgs, SyncArgs};
+use crate::engine::plan::Preference;
+use crate::engine::{self, Request};
 use crate::error::{Error, Result};
 use crate::git::{Identity, Repo};
-use crate::plan::Preference;
 use crate::platform::{Location, Platform};
 use crate::report::Report;
-use crate::sync::{self, Request};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Which {
@@ -18,26 +19,80 @@ pub enum Which {
     Link,
 }
 
-pub async fn run(which: Which, args: &SyncArgs) -> Result<Report> {
+/// Runs a sync command in `runtime` and returns the process exit status.
+pub async fn command(which: Which, args: &SyncArgs, runtime: &dyn crate::ci::Runtime) -> i32 {
+    let command = match which {
+        Which::Pull => "pull",
+        Which::Push => "push",
+        Which::Status => "status",
+        Which::Link => "link",
+    };
+    // Mask secrets before anything else is printed, then take the project and commit from the
+    // event when they are not given.
+    let mut stderr = std::io::stderr();
+    let secrets = [args.platform.api_key.clone()]
+        .into_iter()
+        .chain(crate::forge::github::TOKEN_VARIABLES.iter().map(|v| std::env::var(v).ok()));
+    for secret in secrets.flatten() {
+        let _ = runtime.mask(&mut stderr, &secret);
+    }
+    let event = runtime.event();
+    let mut args = args.clone();
+    if args.platform.project.as_deref().is_none_or(str::is_empty) && event.project.is_some() {
+        args.platform.project = event.project.clone();
+    }
+    if args.commit.as_deref().is_none_or(str::is_empty) && event.commit.is_some() {
+        args.commit = event.commit.clone();
+    }
+    let _ = runtime.group_start(&mut stderr, &format!("defsync {command}"));
+    let args = &args;
+    let result = run(which, args, &event).await;
+    let _ = runtime.group_end(&mut stderr);
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            let mut report = Report::new(command);
+            report.project = args.platform.project.clone();
+            report.status = crate::report::Status::Error;
+            report.error = Some(crate::report::ReportError { message: e.to_string(), exit_code: e.exit_code() });
+            eprintln!("error: {}", crate::output::data(&e.to_string()));
+            report
+        }
+    };
+    if report.status != crate::report::Status::Error {
+        eprint!("{}", crate::output::human(&report));
+    }
+    if let Err(e) = runtime.finish(&mut stderr, &report) {
+        eprintln!("error: cannot write the step's outputs or summary: {}", crate::output::data(&format!("{e:#}")));
+    }
+    if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(json) => println!("{json}"),
+            Err(e) => eprintln!("error: cannot write the JSON report: {e}"),
+        }
+    }
+    report.exit_code()
+}
+
+/// Runs a sync command: resolves the request from `args` and the CI `event`, picks the forge, and
+/// hands both to the engine.
+pub async fn run(which: Which, args: &SyncArgs, event: &Event) -> Result<Report> {
     let started = std::time::Instant::now();
     let repo = Repo::discover(&std::env::current_dir().map_err(|e| Error::Config(e.to_string()))?)?
         .with_auth(crate::git::GitHubAuth::from_env(args.github_token.as_deref()));
     let platform = open_platform(&args.platform)?;
-    let req = request(which, args, &repo)?;
+    let req = request(which, args, &repo, event)?;
     tracing::debug!(?req, "request");
+    let forge = forge(args, &req);
     let mut report = match which {
-        Which::Pull => sync::pull(&repo, &platform, &req).await,
-        Which::Push => sync::push(&repo, &platform, &req).await,
-        Which::Status => sync::status(&repo, &platform, &req).await,
-        Which::Link => sync::link(&platform, &req).await,
+        Which::Pull => engine::pull(&repo, &platform, &forge, &req).await,
+        Which::Push => engine::push(&repo, &platform, &req).await,
+        Which::Status => engine::status(&repo, &platform, &req).await,
+        Which::Link => engine::link(&platform, &req).await,
     }?;
     if req.branch == DETACHED {
         // No branch was synced, so name what was checked out: in a workflow, the event's ref.
-        report.git_ref = Some(
-            crate::actions::Runtime::from_env()
-                .and_then(|rt| rt.checked_ref().map(str::to_owned))
-                .unwrap_or_else(|| DETACHED.into()),
-        );
+        report.git_ref = Some(event.checked_ref.clone().unwrap_or_else(|| DETACHED.into()));
     }
     report.stats = Some(crate::report::Stats {
         http_requests: platform.requests(),
@@ -45,6 +100,16 @@ pub async fn run(which: Which, args: &SyncArgs) -> Result<Report> {
         peak_rss_kib: crate::report::Stats::peak_rss_kib(),
     });
     Ok(report)
+}
+
+/// The forge the repository lives on: GitHub, the only one so far.
+fn forge(args: &SyncArgs, req: &Request) -> crate::forge::github::GitHubForge {
+    let options = args
+        .github_token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .map(|t| crate::forge::github::GitHubOptions::new(t, args.github_api_url.clone()));
+    crate::forge::github::GitHubForge::new(options, req.repository.clone())
 }
 
 /// The branch of a run that syncs none: status or a dry run on a detached checkout.
@@ -88,11 +153,11 @@ pub fn project(args: &PlatformArgs) -> Result<String> {
     })
 }
 
-fn request(which: Which, args: &SyncArgs, repo: &Repo) -> Result<Request> {
+fn request(which: Which, args: &SyncArgs, repo: &Repo, event: &Event) -> Result<Request> {
     let project = project(&args.platform)?;
-    let path = sync::normalize_path(&args.path)?;
+    let path = engine::normalize_path(&args.path)?;
     let lenient = which == Which::Status || args.dry_run;
-    let branch = match branch(args, repo) {
+    let branch = match branch(args, repo, event) {
         Some(b) => b,
         None if lenient => DETACHED.into(),
         None => {
@@ -107,7 +172,7 @@ fn request(which: Which, args: &SyncArgs, repo: &Repo) -> Result<Request> {
         path,
         branch,
         remote: args.remote.clone(),
-        repository: repository_name(repo, &args.remote),
+        repository: repository_of(repo, &args.remote, event),
         platform: args.platform.platform.as_deref().map(shown_platform).unwrap_or_default(),
         direction: match args.direction {
             DirectionArg::Bidirectional => Direction::Bidirectional,
@@ -121,28 +186,23 @@ fn request(which: Which, args: &SyncArgs, repo: &Repo) -> Result<Request> {
         max_deletions: args.guard.max_deletions,
         allow_mass_delete: args.guard.allow_mass_delete,
         requested_commit: if which == Which::Pull { args.commit.clone().filter(|c| !c.is_empty()) } else { None },
-        author: identity(&args.author)?,
-        committer: identity(&args.committer)?,
-        run_url: run_url(),
+        author: identity(&args.author)?.or_else(|| event.identity.clone()),
+        committer: identity(&args.committer)?.or_else(|| event.identity.clone()),
+        run_url: event.run_url.clone(),
         delivery: args.delivery,
         commit_via: args.commit_via,
         pr_branch: args
             .pr_branch
             .clone()
             .filter(|b| !b.is_empty())
-            .unwrap_or_else(|| crate::github::default_pr_branch(&project)),
+            .unwrap_or_else(|| crate::forge::default_pr_branch(&project)),
         pr_labels: args.pr_labels.iter().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()).collect(),
-        github: args
-            .github_token
-            .as_deref()
-            .filter(|t| !t.is_empty())
-            .map(|t| crate::github::GitHubOptions::new(t, args.github_api_url.clone())),
     })
 }
 
 /// `--on-conflict`, whose default depends on the delivery.
 fn preference(which: Which, args: &SyncArgs) -> Result<Preference> {
-    let pr = which == Which::Pull && args.delivery == crate::github::Delivery::PullRequest;
+    let pr = which == Which::Pull && args.delivery == crate::forge::Delivery::PullRequest;
     Ok(match (args.on_conflict, pr) {
         // On a pull-request branch the platform's version overwrites nothing on the target
         // branch, and both versions stay visible in the pull request.
@@ -158,25 +218,32 @@ fn preference(which: Which, args: &SyncArgs) -> Result<Preference> {
     })
 }
 
-/// `--branch`, the checked-out branch, or the branch a workflow runs on.
-fn branch(args: &SyncArgs, repo: &Repo) -> Option<String> {
+/// `--branch`, the checked-out branch, or the branch the CI event is on.
+fn branch(args: &SyncArgs, repo: &Repo, event: &Event) -> Option<String> {
     let given = args.branch.clone().filter(|b| !b.is_empty());
-    let from_ref = || std::env::var("GITHUB_REF").ok().and_then(|r| r.strip_prefix("refs/heads/").map(str::to_owned));
     given
         .map(|b| b.strip_prefix("refs/heads/").map(str::to_owned).unwrap_or(b))
         .or_else(|| repo.current_branch())
-        .or_else(from_ref)
+        .or_else(|| event.branch.clone())
 }
 
-/// The repository as the record names it: `GITHUB_REPOSITORY`, or the remote's URL normalised
-/// by [`normalize_remote`]. Both in lower case, as GitHub names ignore case: a run in a workflow
-/// and one in a local clone name the repository alike.
-pub fn repository_name(repo: &Repo, remote: &str) -> String {
-    if let Ok(r) = std::env::var("GITHUB_REPOSITORY")
-        && !r.is_empty()
-    {
-        return r.to_lowercase();
+/// The repository as the record names it: as the CI runtime names it, or the remote's URL
+/// normalised by [`normalize_remote`]. Both in lower case, as GitHub names ignore case: a run
+/// in a workflow and one in a local clone name the repository alike.
+fn repository_of(repo: &Repo, remote: &str, event: &Event) -> String {
+    match &event.repository {
+        Some(r) => r.to_lowercase(),
+        None => remote_name(repo, remote),
     }
+}
+
+/// [`repository_of`] for a run in this process's CI runtime.
+pub fn repository_name(repo: &Repo, remote: &str) -> String {
+    repository_of(repo, remote, &crate::ci::detect().event())
+}
+
+/// The remote's URL normalised by [`normalize_remote`], or the work tree's path without one.
+fn remote_name(repo: &Repo, remote: &str) -> String {
     match repo.remote_url(remote) {
         Some(url) => normalize_remote(&url, repo.root()),
         None => repo.root().display().to_string(),
@@ -261,13 +328,6 @@ fn shown_platform(platform: &str) -> String {
         }
         None => platform.to_owned(),
     }
-}
-
-fn run_url() -> Option<String> {
-    let server = std::env::var("GITHUB_SERVER_URL").ok()?;
-    let repo = std::env::var("GITHUB_REPOSITORY").ok()?;
-    let run = std::env::var("GITHUB_RUN_ID").ok()?;
-    Some(format!("{server}/{repo}/actions/runs/{run}"))
 }
 
 #[cfg(test)]

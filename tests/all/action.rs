@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use clap::CommandFactory;
-use defsync::actions::{self, Runtime};
+use defsync::ci::actions::{self, Runtime};
 use defsync::digest::Digest;
 use defsync::report::{Change, CommitRef, Conflict, FileError, Op, Report, ReportError, Resolution, Side, Status};
 use serde_json::Value;

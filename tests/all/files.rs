@@ -1,9 +1,9 @@
 //! Tests: definition files. YAML parsing and rendering against the contract's vectors, a
 //! round-trip property, pinned renderings, default paths and scanning.
 
-use defsync::layout::Layout;
+use defsync::engine::layout::Layout;
+use defsync::engine::scan::{self, Entry, EntryKind};
 use defsync::model::{Definition, Key, MAX_SAFE_INTEGER};
-use defsync::scan::{self, Entry, EntryKind};
 use defsync::yaml;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
@@ -123,7 +123,7 @@ fn oversized_files_are_refused_before_parsing() {
 }
 
 fn slug(title: &str) -> String {
-    defsync::layout::component(title)
+    defsync::engine::layout::component(title)
 }
 
 #[test]
@@ -330,7 +330,7 @@ fn is_safe_path(path: &str) -> bool {
     let Some(stem) = file.strip_suffix(".yaml") else { return false };
     dirs.iter().chain([&stem]).all(|p| {
         !p.is_empty()
-            && p.len() <= defsync::layout::MAX_COMPONENT
+            && p.len() <= defsync::engine::layout::MAX_COMPONENT
             && p.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
             && !matches!(*p, "con" | "prn" | "aux" | "nul")
             && !(p.len() == 4 && (p.starts_with("com") || p.starts_with("lpt")) && p.as_bytes()[3].is_ascii_digit())

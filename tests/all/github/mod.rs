@@ -9,10 +9,9 @@ mod standin;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use defsync::forge::default_pr_branch;
+use defsync::forge::github::{ErrorKind, GitHub, GitHubOptions, PrBody, PullRequestSpec, RepoName, render_pr_body};
 use defsync::git::TreeEdit;
-use defsync::github::{
-    ErrorKind, GitHub, GitHubOptions, PrBody, PullRequestSpec, RepoName, default_pr_branch, render_pr_body,
-};
 use serde_json::{Value, json};
 use standin::{Action, OWNER, REPO, StandIn};
 

@@ -48,12 +48,28 @@ const SUMMARY_RESERVE: usize = 8 * 1024;
 /// Where the runner wants this step's files, read once from the environment.
 #[derive(Debug, Clone, Default)]
 pub struct Runtime {
+    ambient: crate::ci::Event,
     output: Option<PathBuf>,
     summary: Option<PathBuf>,
     event_path: Option<PathBuf>,
     event_name: Option<String>,
     run_url: Option<String>,
     checked_ref: Option<String>,
+}
+
+/// GitHub's variables that 1.0 honoured whenever they were set, in Actions or not: the branch
+/// (`GITHUB_REF`), the repository and the run's URL.
+pub fn ambient(var: &impl Fn(&str) -> Option<String>) -> crate::ci::Event {
+    let run_url = || {
+        let (server, repo, run) = (var("GITHUB_SERVER_URL")?, var("GITHUB_REPOSITORY")?, var("GITHUB_RUN_ID")?);
+        Some(format!("{server}/{repo}/actions/runs/{run}"))
+    };
+    crate::ci::Event {
+        branch: var("GITHUB_REF").and_then(|r| r.strip_prefix("refs/heads/").map(str::to_owned)),
+        repository: var("GITHUB_REPOSITORY").filter(|r| !r.is_empty()),
+        run_url: run_url(),
+        ..Default::default()
+    }
 }
 
 /// What a `workflow_dispatch` asked for (its `projectId` and `commitId` inputs).
@@ -77,6 +93,7 @@ impl Runtime {
         }
         let path = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
         Some(Runtime {
+            ambient: ambient(&var),
             output: path("GITHUB_OUTPUT"),
             summary: path("GITHUB_STEP_SUMMARY"),
             event_path: path("GITHUB_EVENT_PATH"),
@@ -154,6 +171,38 @@ impl Runtime {
             append(path, &md).with_context(|| format!("cannot write the job summary to {}", path.display()))?;
         }
         Ok(())
+    }
+}
+
+impl crate::ci::Runtime for Runtime {
+    fn event(&self) -> crate::ci::Event {
+        let inputs = self.dispatch_inputs().unwrap_or_else(|e| {
+            tracing::warn!("cannot read the workflow_dispatch event: {}", crate::output::data(&format!("{e:#}")));
+            DispatchInputs::default()
+        });
+        crate::ci::Event {
+            project: inputs.project_id,
+            commit: inputs.commit_id,
+            checked_ref: self.checked_ref.clone(),
+            identity: Some(crate::git::Identity::github_actions_bot()),
+            ..self.ambient.clone()
+        }
+    }
+
+    fn mask(&self, log: &mut dyn Write, secret: &str) -> std::io::Result<()> {
+        mask_to(log, secret)
+    }
+
+    fn group_start(&self, log: &mut dyn Write, title: &str) -> std::io::Result<()> {
+        group_start_to(log, title)
+    }
+
+    fn group_end(&self, log: &mut dyn Write) -> std::io::Result<()> {
+        group_end_to(log)
+    }
+
+    fn finish(&self, log: &mut dyn Write, report: &Report) -> Result<()> {
+        self.finish_to(log, report)
     }
 }
 

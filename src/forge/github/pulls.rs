@@ -5,7 +5,7 @@
 //! updated. Opening a PR is not safe to repeat, so after an unclear outcome defsync looks for
 //! the PR before anything else.
 
-use crate::actions::{cell, code_span};
+use crate::ci::actions::{cell, code_span};
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -28,7 +28,7 @@ pub struct PullRequest {
 pub struct PullRequestSpec<'a> {
     /// The target branch.
     pub base: &'a str,
-    /// defsync's branch, e.g. `defsync/<project>` ([`default_pr_branch`]).
+    /// defsync's branch, e.g. `defsync/<project>` ([`crate::forge::default_pr_branch`]).
     pub head_branch: &'a str,
     /// The commit the head branch must point at (made with `create_commit` on the base's tip).
     pub commit: &'a str,
@@ -72,13 +72,6 @@ struct Labels<'a> {
 
 /// GitHub refuses PR bodies longer than this many characters.
 const MAX_BODY_CHARS: usize = 65_536;
-
-/// `defsync/<project>`, with characters a branch name cannot hold replaced.
-pub fn default_pr_branch(project: &str) -> String {
-    let clean: String =
-        project.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '-' }).collect();
-    format!("defsync/{}", clean.trim_matches('.'))
-}
 
 impl GitHub {
     /// Points `spec.head_branch` at `spec.commit` and makes sure one open PR from it into
@@ -272,12 +265,6 @@ pub fn render_pr_body(b: &PrBody<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pr_branch_names_are_ref_safe() {
-        assert_eq!(default_pr_branch("p1"), "defsync/p1");
-        assert_eq!(default_pr_branch("a b/c..d"), "defsync/a-b-c..d");
-    }
 
     #[test]
     fn huge_change_lists_are_cut_to_githubs_limit() {

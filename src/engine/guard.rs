@@ -5,7 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::plan::{Action, Mode, Plan};
+use crate::engine::plan::{Action, Mode, Plan};
 use crate::report::{DeletionGuard, Side};
 
 /// A share limit applies only to a side with at least this many definitions: deleting 3 of 4 is
@@ -109,8 +109,8 @@ mod tests {
     use super::*;
     use crate::api::Direction;
     use crate::digest::Digest;
+    use crate::engine::plan::{Digests, Preference};
     use crate::model::Key;
-    use crate::plan::{Digests, Preference};
 
     fn side(n: usize) -> Digests {
         (0..n).map(|i| (Key::new("workflow", format!("w{i}")), Digest::of_canonical(&i.to_string()))).collect()
@@ -120,7 +120,7 @@ mod tests {
     fn push_keeping(n: usize, kept: usize, limit: DeletionLimit) -> Option<DeletionGuard> {
         let base = side(n);
         let git: Digests = base.iter().take(kept).map(|(k, d)| (k.clone(), d.clone())).collect();
-        let p = crate::plan::plan(Mode::Push, Direction::Bidirectional, Preference::Fail, &base, &git, &base);
+        let p = crate::engine::plan::plan(Mode::Push, Direction::Bidirectional, Preference::Fail, &base, &git, &base);
         check(&p, Mode::Push, n, limit, false)
     }
 
@@ -162,8 +162,14 @@ mod tests {
     #[test]
     fn allowing_lets_an_exceeded_limit_through_and_says_so() {
         let base = side(20);
-        let p =
-            crate::plan::plan(Mode::Push, Direction::Bidirectional, Preference::Fail, &base, &Digests::new(), &base);
+        let p = crate::engine::plan::plan(
+            Mode::Push,
+            Direction::Bidirectional,
+            Preference::Fail,
+            &base,
+            &Digests::new(),
+            &base,
+        );
         let g = check(&p, Mode::Push, 20, DeletionLimit::default(), true).unwrap();
         assert!(g.exceeded && g.allowed);
     }
@@ -174,26 +180,45 @@ mod tests {
         let base = side(20);
         let platform: Digests = base.keys().map(|k| (k.clone(), Digest::of_canonical("edited"))).collect();
         for prefer in [Preference::Git, Preference::Platform] {
-            let p = crate::plan::plan(Mode::Push, Direction::Bidirectional, prefer, &base, &Digests::new(), &platform);
+            let p = crate::engine::plan::plan(
+                Mode::Push,
+                Direction::Bidirectional,
+                prefer,
+                &base,
+                &Digests::new(),
+                &platform,
+            );
             assert_eq!(p.items.len(), 20);
             assert!(check(&p, Mode::Push, 20, DeletionLimit::Count(0), false).is_none(), "{prefer:?}");
         }
         // The pull side: the platform deleted every key while Git edited each.
         let git: Digests = base.keys().map(|k| (k.clone(), Digest::of_canonical("edited"))).collect();
-        let p =
-            crate::plan::plan(Mode::Pull, Direction::Bidirectional, Preference::Platform, &base, &git, &Digests::new());
+        let p = crate::engine::plan::plan(
+            Mode::Pull,
+            Direction::Bidirectional,
+            Preference::Platform,
+            &base,
+            &git,
+            &Digests::new(),
+        );
         assert!(check(&p, Mode::Pull, 20, DeletionLimit::Count(0), false).is_none());
     }
 
     #[test]
     fn a_pull_counts_the_files_it_would_delete() {
         let base = side(12);
-        let p =
-            crate::plan::plan(Mode::Pull, Direction::Bidirectional, Preference::Fail, &base, &base, &Digests::new());
+        let p = crate::engine::plan::plan(
+            Mode::Pull,
+            Direction::Bidirectional,
+            Preference::Fail,
+            &base,
+            &base,
+            &Digests::new(),
+        );
         let g = check(&p, Mode::Pull, 12, DeletionLimit::default(), false).unwrap();
         assert_eq!((g.side, g.deletions, g.of, g.allowed), (Side::Git, 12, 12, false));
         // A one-way link deletes whatever the platform lacks, base or not.
-        let p = crate::plan::plan(
+        let p = crate::engine::plan::plan(
             Mode::Pull,
             Direction::PlatformToGit,
             Preference::Fail,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::client::{GitHub, RepoName, Req, ref_path};
 use super::errors::{ErrorKind, GitHubError, Permission};
-use super::{CommitVia, Delivery};
+use crate::forge::{CommitVia, Delivery};
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -186,6 +186,33 @@ pub fn plan<G: HasDigest, P: HasDigest>(
     out
 }
 
+/// The base after a run: every key where the branch and the platform agree and the base differs
+/// takes the agreed digest (`None`: both agree it does not exist); a deferred key takes its
+/// deferred digest only if the platform still holds what was planned, so that a key either side
+/// moved since the plan stays the conflict it is for the next run.
+pub fn agreement<G: HasDigest, P: HasDigest>(
+    git: &BTreeMap<Key, G>,
+    base: &Digests,
+    platform: &BTreeMap<Key, P>,
+    deferred: &[(Key, Option<Digest>, Option<Digest>)],
+) -> Vec<(Key, Option<Digest>)> {
+    let on_platform = |key: &Key| platform.get(key).map(HasDigest::digest);
+    let mut updates: BTreeMap<Key, Option<Digest>> = BTreeMap::new();
+    let keys: BTreeSet<&Key> = git.keys().chain(platform.keys()).chain(base.keys()).collect();
+    for key in keys {
+        let g = git.get(key).map(HasDigest::digest);
+        if g == on_platform(key) && base.get(key) != g {
+            updates.insert(key.clone(), g.cloned());
+        }
+    }
+    for (key, planned_platform, digest) in deferred {
+        if on_platform(key) == planned_platform.as_ref() && !updates.contains_key(key) {
+            updates.insert(key.clone(), digest.clone());
+        }
+    }
+    updates.into_iter().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

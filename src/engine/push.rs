@@ -1,9 +1,23 @@
 //! `defsync push`: send the branch tip's changed definitions to the platform.
 
-use super::*;
-use crate::api::{Change as ApiChange, CreateCommit, Origin, OriginType};
-use crate::plan::Mode;
+use crate::api::Direction;
+use crate::api::{Change as ApiChange, Commit, CreateCommit, Origin, OriginType};
+use crate::digest::Digest;
+use crate::engine::MAX_ATTEMPTS;
+use crate::engine::base::send_agreement;
+use crate::engine::conflicts::{conflict_items, invalid, report_conflicts, resolution_of};
+use crate::engine::link::{check_link, ensure_link, first_link};
+use crate::engine::plan::Item;
+use crate::engine::plan::Mode;
+use crate::engine::request::{Request, refuse_one_way};
+use crate::engine::state::{PlatformState, fetch_objects, read_platform};
+use crate::engine::tree::{GitFile, load_definitions, scan_commit, short};
+use crate::error::{Error, Result};
+use crate::git::Repo;
+use crate::model::Key;
+use crate::platform::{Platform, PlatformError};
 use crate::report::{Change, Op, Side, Status};
+use crate::report::{CommitRef, Report};
 
 /// A push whose body would exceed this is split into several commits (contract: 32 MiB).
 pub const MAX_COMMIT_BODY: usize = 32 * 1024 * 1024;
@@ -41,7 +55,8 @@ pub async fn push(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
         if !git.errors.is_empty() {
             return Ok(invalid(report, git.errors));
         }
-        let plan = crate::plan::plan(Mode::Push, req.direction, req.prefer, &state.base, &git.files, &state.manifest);
+        let plan =
+            crate::engine::plan::plan(Mode::Push, req.direction, req.prefer, &state.base, &git.files, &state.manifest);
 
         let conflicts = conflict_items(&plan);
         if !conflicts.is_empty() {

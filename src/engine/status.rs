@@ -1,8 +1,18 @@
 //! `defsync status`: what a pull and a push would change. Writes nothing.
 
-use super::*;
-use crate::plan::Mode;
+use crate::api::Direction;
+use crate::engine::conflicts::{conflict_items, invalid, report_conflicts};
+use crate::engine::link::ensure_link;
+use crate::engine::plan::Mode;
+use crate::engine::request::Request;
+use crate::engine::state::fetch_objects;
+use crate::engine::tree::{check_no_symlink_on_path, scan_commit};
+use crate::error::Result;
+use crate::git::Repo;
+use crate::model::Key;
+use crate::platform::Platform;
 use crate::report::{Change, Op, Side, Status};
+use crate::report::{Report, Resolution};
 
 /// Plans both directions on the checked-out commit. Never refused for running on another ref,
 /// so a check on a pull request shows what merging it would push.
@@ -17,8 +27,8 @@ pub async fn status(repo: &Repo, platform: &Platform, req: &Request) -> Result<R
         return Ok(invalid(report, git.errors));
     }
     let (g, p) = (&git.files, &state.manifest);
-    let pull = crate::plan::plan(Mode::Pull, req.direction, req.prefer, &state.base, g, p);
-    let push = crate::plan::plan(Mode::Push, req.direction, req.prefer, &state.base, g, p);
+    let pull = crate::engine::plan::plan(Mode::Pull, req.direction, req.prefer, &state.base, g, p);
+    let push = crate::engine::plan::plan(Mode::Push, req.direction, req.prefer, &state.base, g, p);
 
     let conflicts = conflict_items(&pull);
     if !conflicts.is_empty() {
@@ -26,7 +36,7 @@ pub async fn status(repo: &Repo, platform: &Platform, req: &Request) -> Result<R
         let (objects, _) = fetch_objects(platform, req, &state, &keys).await?;
         report_conflicts(&mut report, repo, req, &conflicts, &git, &objects, |_| Resolution::None)?;
     }
-    let mut layout = crate::layout::Layout::new(git.all_paths.iter().map(String::as_str));
+    let mut layout = crate::engine::layout::Layout::new(git.all_paths.iter().map(String::as_str));
     if req.direction != Direction::GitToPlatform {
         for (item, digest) in pull.writes() {
             let existing = git.files.get(&item.key);

@@ -1,14 +1,30 @@
 //! `defsync pull`: bring the platform's head into the branch.
 
-use super::*;
+use crate::api::Direction;
+use crate::digest::Digest;
+use crate::engine::MAX_ATTEMPTS;
+use crate::engine::base::send_agreement;
+use crate::engine::conflicts::{conflict_items, invalid, report_conflicts, resolution_of};
+use crate::engine::layout::Layout;
+use crate::engine::link::{ensure_link, link_if_new};
+use crate::engine::plan::Item;
+use crate::engine::plan::Mode;
+use crate::engine::request::{Request, refuse_one_way};
+use crate::engine::state::{PlatformState, fetch_objects};
+use crate::engine::tree::{Tree, check_no_symlink_on_path, scan_commit};
+use crate::error::{Error, Result};
+use crate::forge::{ApiCommit, ChangeRequest, ChangeRequestRef, CommitVia, Committed, Delivery, Forge, Onto};
+use crate::git::{Oid, Repo};
 use crate::git::{PushOutcome, Staged, TreeEdit};
-use crate::github::{CommitVia, Delivery};
-use crate::layout::Layout;
-use crate::plan::Mode;
+use crate::model::Key;
+use crate::platform::{Platform, PlatformError};
 use crate::report::PullRequestRef;
 use crate::report::{Change, Op, Side, Status};
+use crate::report::{FileError, Report};
 
-pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Report> {
+/// Pulls into the branch. Deliveries through an API or a change request go through `forge`; a
+/// commit made with git and pushed needs none of it.
+pub async fn pull(repo: &Repo, platform: &Platform, forge: &dyn Forge, req: &Request) -> Result<Report> {
     let mut report = req.new_report("pull");
     refuse_one_way(req, "pull", Direction::GitToPlatform, "push")?;
     check_no_symlink_on_path(repo, &req.path)?;
@@ -26,7 +42,8 @@ pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
         if !git.errors.is_empty() {
             return Ok(invalid(report, git.errors));
         }
-        let plan = crate::plan::plan(Mode::Pull, req.direction, req.prefer, &state.base, &git.files, &state.manifest);
+        let plan =
+            crate::engine::plan::plan(Mode::Pull, req.direction, req.prefer, &state.base, &git.files, &state.manifest);
 
         // The platform's side of every conflict, for the report; what the run writes is fetched
         // later, in batches, as it is staged.
@@ -75,8 +92,7 @@ pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
         let through_pr = req.delivery == Delivery::PullRequest;
         if staged.is_empty() && through_pr {
             // The platform equals the target branch again: the pull request has nothing left.
-            let (gh, name) = github(req)?;
-            if let Some(number) = gh.close_pr_and_delete_branch(&name, &req.pr_branch).await.map_err(gh_error)? {
+            if let Some(number) = forge.close_change_request(&req.pr_branch).await? {
                 report.pull_request = Some(PullRequestRef { number, url: None, state: "closed".into() });
             }
             link_if_new(platform, req, &state).await?;
@@ -105,7 +121,7 @@ pub async fn pull(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
         }
         let message = commit_message(req, &state, &report.changes);
         phase("verified");
-        let commit = match deliver(repo, req, &tip, &tree, &api_edits, &message, &state, &report).await? {
+        let commit = match deliver(repo, forge, req, &tip, &tree, &api_edits, &message, &state, &report).await? {
             Delivered::Branch(commit) => commit,
             Delivered::BranchMoved => {
                 tracing::info!("branch {} moved while pulling; re-planning on its new tip", req.branch);
@@ -150,15 +166,16 @@ enum Delivered {
     BranchMoved,
     PullRequest {
         commit: String,
-        pr: crate::github::PullRequest,
+        pr: ChangeRequestRef,
     },
 }
 
-/// Creates the commit of `tree` on `tip` and delivers it: pushed with git, or through GitHub's
-/// API, onto the branch or onto defsync's pull-request branch.
+/// Creates the commit of `tree` on `tip` and delivers it: pushed with git, or through the
+/// forge's API, onto the branch or onto defsync's change-request branch.
 #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename these
 async fn deliver(
     repo: &Repo,
+    forge: &dyn Forge,
     req: &Request,
     tip: &str,
     tree: &str,
@@ -167,17 +184,14 @@ async fn deliver(
     state: &PlatformState,
     report: &Report,
 ) -> Result<Delivered> {
-    let bot = std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true");
-    let default_identity = bot.then(Identity::github_actions_bot);
-    let author = req.author.clone().or_else(|| default_identity.clone());
-    let committer = req.committer.clone().or(default_identity);
+    let (author, committer) = (req.author.as_ref(), req.committer.as_ref());
     let on_branch_at_tip = || {
         repo.try_rev_parse("HEAD").as_deref() == Some(tip)
             && repo.current_branch().as_deref() == Some(req.branch.as_str())
     };
     match (req.delivery, req.commit_via) {
         (Delivery::Commit, CommitVia::Git) => {
-            let commit = repo.commit_tree(tree, tip, message, author.as_ref(), committer.as_ref())?;
+            let commit = repo.commit_tree(tree, tip, message, author, committer)?;
             if !req.no_push
                 && repo.remote_url(&req.remote).is_some()
                 && let PushOutcome::Rejected(why) = repo.push(&req.remote, &commit, &req.branch)?
@@ -192,17 +206,17 @@ async fn deliver(
             Ok(Delivered::Branch(commit))
         }
         (Delivery::Commit, CommitVia::Api) => {
-            let (gh, name) = github(req)?;
-            // No author or committer: GitHub then signs the commit as the token's bot.
-            let sha = gh.create_commit(&name, tip, edits, message).await.map_err(gh_error)?;
-            if !gh.update_branch(&name, &req.branch, tip, &sha).await.map_err(gh_error)? {
-                return Ok(Delivered::BranchMoved);
-            }
+            let commit = ApiCommit { parent: tip, edits, message, onto: Onto::Branch(&req.branch) };
+            let sha = match forge.commit(&commit).await? {
+                Committed::Made(sha) => sha,
+                Committed::BranchMoved => return Ok(Delivered::BranchMoved),
+            };
             let at_tip = on_branch_at_tip();
             let fetched = repo.fetch(&req.remote, &req.branch)?;
             if fetched == sha && repo.tree_of(&sha)? != tree {
                 return Err(Error::Git(format!(
-                    "GitHub built commit {sha} with another tree than the one defsync verified ({tree}); please report this"
+                    "{} built commit {sha} with another tree than the one defsync verified ({tree}); please report this",
+                    forge.name()
                 )));
             }
             if at_tip && fetched == sha {
@@ -211,59 +225,45 @@ async fn deliver(
             Ok(Delivered::Branch(sha))
         }
         (Delivery::PullRequest, via) => {
-            let (gh, name) = github(req)?;
             let commit = match via {
-                CommitVia::Api => gh.create_commit(&name, tip, edits, message).await.map_err(gh_error)?,
+                CommitVia::Api => {
+                    let commit =
+                        ApiCommit { parent: tip, edits, message, onto: Onto::ChangeRequestBranch(&req.pr_branch) };
+                    match forge.commit(&commit).await? {
+                        Committed::Made(sha) => sha,
+                        // defsync's own branch is replaced, never guarded; a forge that says it
+                        // moved is re-planned like the target branch.
+                        Committed::BranchMoved => return Ok(Delivered::BranchMoved),
+                    }
+                }
                 CommitVia::Git => {
-                    let commit = repo.commit_tree(tree, tip, message, author.as_ref(), committer.as_ref())?;
+                    let commit = repo.commit_tree(tree, tip, message, author, committer)?;
                     // The pull-request branch is defsync's own: it always restarts from the
                     // target branch's tip, so replacing it loses nothing.
                     repo.push_branch_force(&req.remote, &commit, &req.pr_branch)?;
                     commit
                 }
             };
-            let body = crate::github::render_pr_body(&crate::github::PrBody {
-                project: &req.project,
-                platform_commit: report.platform_commit.as_ref(),
-                requested_commit: req.requested_commit.as_deref(),
-                target_branch: &req.branch,
-                changes: &report.changes,
-                conflicts: &report.conflicts,
-            });
             let title = match &state.head {
                 Some(h) => format!("defsync: platform changes to {} (commit {}, seq {})", req.project, h.id, h.seq),
                 None => format!("defsync: platform changes to {}", req.project),
             };
-            let spec = crate::github::PullRequestSpec {
-                base: &req.branch,
-                head_branch: &req.pr_branch,
+            let cr = ChangeRequest {
+                target_branch: &req.branch,
+                branch: &req.pr_branch,
                 commit: &commit,
                 title: &title,
-                body: &body,
+                project: &req.project,
+                platform_commit: report.platform_commit.as_ref(),
+                requested_commit: req.requested_commit.as_deref(),
+                changes: &report.changes,
+                conflicts: &report.conflicts,
                 labels: &req.pr_labels,
             };
-            let pr = gh.open_or_update_pr(&name, &spec).await.map_err(gh_error)?;
+            let pr = forge.open_or_update_change_request(&cr).await?;
             Ok(Delivered::PullRequest { commit, pr })
         }
     }
-}
-
-/// The GitHub client and repository a delivery through the API needs.
-fn github(req: &Request) -> Result<(crate::github::GitHub, crate::github::RepoName)> {
-    let options = req.github.clone().ok_or_else(|| {
-        Error::Config(
-            "this delivery uses GitHub's API and needs a token: pass --github-token or set DEFSYNC_GITHUB_TOKEN (the action's github-token input)".into(),
-        )
-    })?;
-    let name = crate::github::RepoName::parse(&req.repository).map_err(|e| {
-        Error::Config(format!("{e:#}: GitHub delivery needs the repository as owner/name (set GITHUB_REPOSITORY)"))
-    })?;
-    let gh = crate::github::GitHub::new(options).map_err(|e| Error::Config(format!("{e:#}")))?;
-    Ok((gh, name))
-}
-
-fn gh_error(e: crate::github::GitHubError) -> Error {
-    Error::Other(anyhow::anyhow!("GitHub: {e}"))
 }
 
 /// Fetches the branch and brings the checkout to its tip; returns the tip to plan on.
@@ -358,7 +358,7 @@ fn place(
 }
 
 /// The report lines of a plan's writes, for a dry run (nothing is fetched).
-fn planned_changes(plan: &crate::plan::Plan, git: &Tree, req: &Request) -> Vec<Change> {
+fn planned_changes(plan: &crate::engine::plan::Plan, git: &Tree, req: &Request) -> Vec<Change> {
     let mut layout = Layout::new(git.all_paths.iter().map(String::as_str));
     plan.writes().filter_map(|(item, digest)| place(item, digest, git, &mut layout, req)).map(|(c, _)| c).collect()
 }
@@ -371,7 +371,7 @@ async fn stage(
     platform: &Platform,
     req: &Request,
     state: &PlatformState,
-    plan: &crate::plan::Plan,
+    plan: &crate::engine::plan::Plan,
     git: &Tree,
     keep_contents: bool,
 ) -> Result<std::result::Result<(Staged, Vec<TreeEdit>, Vec<Change>), Vec<FileError>>> {
@@ -414,7 +414,7 @@ async fn stage(
 
 /// Checks the written tree: every key written reads back with the platform's digest at the path
 /// it was written to, every deleted key is gone, and no file is bad.
-fn verify(plan: &crate::plan::Plan, written: &Tree, staged: &Staged, req: &Request) -> Vec<FileError> {
+fn verify(plan: &crate::engine::plan::Plan, written: &Tree, staged: &Staged, req: &Request) -> Vec<FileError> {
     let mut problems = written.errors.clone();
     let written_paths: std::collections::HashSet<&str> = staged.writes.iter().map(|(p, _)| p.as_str()).collect();
     for (item, digest) in plan.writes() {

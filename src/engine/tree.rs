@@ -1,0 +1,213 @@
+//! The branch's side of a run: the sync root of one commit, scanned from Git's objects (never
+//! the work tree).
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::digest::Digest;
+use crate::engine::request::Request;
+use crate::engine::scan;
+use crate::error::{Error, Result};
+use crate::git::{Oid, Repo};
+use crate::model::{Definition, Key};
+use crate::report::FileError;
+
+/// Refuses a sync root that is, or lies below, a symbolic link in the work tree.
+pub(super) fn check_no_symlink_on_path(repo: &Repo, path: &str) -> Result<()> {
+    if path == "." {
+        return Ok(());
+    }
+    let mut at = repo.root().to_path_buf();
+    for part in path.split('/') {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(Error::Config(format!(
+                    "{} is a symbolic link; defsync never reads or writes through a link: make the sync root a real folder",
+                    at.strip_prefix(repo.root()).unwrap_or(&at).display()
+                )));
+            }
+            Ok(_) => {}
+            Err(_) => return Ok(()), // missing: nothing below it can be a link
+        }
+    }
+    Ok(())
+}
+
+/// A definition file in a commit, reduced to what planning needs.
+#[derive(Debug, Clone)]
+pub struct GitFile {
+    /// Relative to the sync root.
+    pub path: String,
+    pub oid: Oid,
+    pub digest: Digest,
+}
+
+/// The sync root of one commit.
+#[derive(Debug, Default)]
+pub struct Tree {
+    pub files: BTreeMap<Key, GitFile>,
+    /// Every path below the sync root, relative to it (for choosing new paths).
+    pub all_paths: Vec<String>,
+    pub errors: Vec<FileError>,
+}
+
+impl crate::engine::plan::HasDigest for GitFile {
+    fn digest(&self) -> &Digest {
+        &self.digest
+    }
+}
+
+/// Scans the sync root of a commit (or tree): the files committed there, never the work tree.
+///
+/// `known` is an earlier scan of the same run: blobs it already parsed are not read again, so a
+/// pull's re-scan of the tree it wrote parses only the files it wrote. At 100,000 files every
+/// copy of a path, key or digest costs megabytes, so `known` is consumed and its entries moved
+/// into the new scan, and paths are moved rather than cloned.
+pub fn scan_commit(repo: &Repo, treeish: &str, req: &Request, known: Option<Tree>) -> Result<Tree> {
+    let prefix = if req.path == "." { String::new() } else { format!("{}/", req.path) };
+    let mut scan_entries = Vec::new();
+    let mut oids: Vec<Oid> = Vec::new();
+    let mut ignore_oid = None;
+    for e in repo.ls_tree(treeish, &req.path)? {
+        let rel = if prefix.is_empty() { Some(e.path.as_str()) } else { e.path.strip_prefix(&prefix) };
+        let Some(rel) = rel else {
+            // The sync root itself is not a folder here: a link or a file.
+            let what = if e.is_symlink() { "a symbolic link" } else { "a file" };
+            return Err(Error::Config(format!(
+                "the sync root {} is {what} in commit {}; it must be a folder (defsync never follows links)",
+                req.path,
+                short(treeish)
+            )));
+        };
+        let kind = if e.is_symlink() {
+            scan::EntryKind::Symlink
+        } else if e.is_file() {
+            scan::EntryKind::File
+        } else {
+            scan::EntryKind::Other
+        };
+        if rel == ".defsyncignore" && kind == scan::EntryKind::File {
+            ignore_oid = Some(e.oid.clone());
+        }
+        scan_entries.push(scan::Entry { path: rel.to_owned(), kind });
+        oids.push(e.oid);
+    }
+    let ignore_text = match ignore_oid {
+        Some(oid) => {
+            let blob = repo.read_blobs(&[oid.as_str()])?.pop().unwrap_or_default();
+            Some(
+                String::from_utf8(blob)
+                    .map_err(|_| Error::Config(format!("{prefix}.defsyncignore is not UTF-8 text")))?,
+            )
+        }
+        None => None,
+    };
+    let selection = scan::select(&scan_entries, ignore_text.as_deref(), req.prefix());
+    let index: HashMap<&str, usize> = scan_entries.iter().enumerate().map(|(i, e)| (e.path.as_str(), i)).collect();
+    let oid_of = |path: &str| oids[index[path]].as_str();
+
+    // What the earlier scan knows, by object name.
+    let mut known: HashMap<Oid, (Key, Digest)> =
+        known.map(|t| t.files.into_iter().map(|(k, f)| (f.oid, (k, f.digest))).collect()).unwrap_or_default();
+    let mut parsed: HashMap<&str, std::result::Result<(Key, Digest), ()>> = HashMap::new();
+    let todo: Vec<&str> = {
+        let mut seen = std::collections::HashSet::new();
+        selection.files.iter().map(|p| oid_of(p)).filter(|o| !known.contains_key(*o) && seen.insert(*o)).collect()
+    };
+    let path_of: HashMap<&str, &str> = selection.files.iter().map(|p| (oid_of(p), p.as_str())).collect();
+    // Chunks bound the memory held at once; each is parsed in parallel.
+    for chunk in todo.chunks(4096) {
+        let blobs = repo.read_blobs(chunk)?;
+        let batch = scan::parse_files(chunk.iter().map(|o| path_of[o].to_owned()).zip(blobs).collect(), req.prefix());
+        let mut found: HashMap<String, (Key, Digest)> =
+            batch.files.into_iter().map(|(k, f)| (f.path, (k, f.digest))).collect();
+        let mut unsure = Vec::new();
+        for oid in chunk {
+            match found.remove(path_of[oid]) {
+                Some(entry) => {
+                    parsed.insert(oid, Ok(entry));
+                }
+                // A bad file, or a good one that shares its key with another file of the chunk.
+                None => unsure.push(*oid),
+            }
+        }
+        if !unsure.is_empty() {
+            for (oid, blob) in unsure.iter().zip(repo.read_blobs(&unsure)?) {
+                parsed.insert(oid, crate::yaml::parse(&blob).map(|d| (d.key(), d.digest())).map_err(drop));
+            }
+        }
+    }
+
+    // Collect, reporting bad files and keys held by two files.
+    let mut tree = Tree { errors: selection.errors, ..Tree::default() };
+    let mut shared: BTreeMap<Key, Vec<String>> = BTreeMap::new();
+    let mut bad: Vec<&str> = Vec::new();
+    for path in &selection.files {
+        let oid = oid_of(path);
+        // Each known entry is moved out once; a blob at a second path (a copy of a file, and so a
+        // duplicate key) is parsed again.
+        let entry = match known.remove(oid) {
+            Some(entry) => Ok(entry),
+            None => match parsed.get(oid) {
+                Some(Ok((k, d))) => Ok((k.clone(), d.clone())),
+                Some(Err(())) => Err(()),
+                None => {
+                    let blob = repo.read_blobs(&[oid])?.pop().unwrap_or_default();
+                    crate::yaml::parse(&blob).map(|d| (d.key(), d.digest())).map_err(drop)
+                }
+            },
+        };
+        let Ok((key, digest)) = entry else {
+            bad.push(path);
+            continue;
+        };
+        let file = GitFile { path: path.clone(), oid: oid.to_owned(), digest };
+        if let Some(first) = tree.files.get(&key) {
+            shared.entry(key).or_insert_with(|| vec![first.path.clone()]).push(file.path);
+        } else {
+            tree.files.insert(key, file);
+        }
+    }
+    if !bad.is_empty() {
+        // Parse the bad files again for their messages; they are few.
+        let blobs = repo.read_blobs(&bad.iter().map(|p| oid_of(p)).collect::<Vec<_>>())?;
+        let reparsed = scan::parse_files(bad.iter().map(|p| (*p).to_owned()).zip(blobs).collect(), req.prefix());
+        tree.errors.extend(reparsed.errors);
+    }
+    for (key, paths) in shared {
+        tree.files.remove(&key);
+        let named: Vec<String> = paths.iter().map(|p| req.repo_path(p)).collect();
+        for p in &paths {
+            tree.errors.push(FileError {
+                path: req.repo_path(p),
+                line: None,
+                column: None,
+                message: format!(
+                    "{key} is defined in more than one file ({}): keep it in one file and delete or rename the others",
+                    named.join(", ")
+                ),
+            });
+        }
+    }
+    tree.errors.sort_by(|a, b| (&a.path, a.line).cmp(&(&b.path, b.line)));
+    drop(index);
+    tree.all_paths = scan_entries.into_iter().map(|e| e.path).collect();
+    Ok(tree)
+}
+
+/// Reads and parses the definitions of some files of a commit.
+pub(super) fn load_definitions(repo: &Repo, files: &[&GitFile]) -> Result<Vec<Definition>> {
+    let blobs = repo.read_blobs(&files.iter().map(|f| f.oid.as_str()).collect::<Vec<_>>())?;
+    files
+        .iter()
+        .zip(blobs)
+        .map(|(f, blob)| {
+            crate::yaml::parse(&blob)
+                .map_err(|e| Error::Other(anyhow::anyhow!("{} changed while it was read: {e}", f.path)))
+        })
+        .collect()
+}
+
+pub(super) fn short(oid: &str) -> &str {
+    &oid[..oid.len().min(12)]
+}
