@@ -2,7 +2,8 @@
 //!
 //! Data flows one way: [`engine::scan`] the branch, read the platform, [`engine::plan`] per key,
 //! then apply. The layers, each using only those below it (docs/architecture.md):
-//! - the edge: [`cli`] (arguments, environment, exit codes) and [`server`] (`defsync serve`);
+//! - the edge: [`cli`] (arguments, environment, exit codes), [`server`] (`defsync serve`) and
+//!   [`conformance`] (a black-box check of any Sync API server, over HTTP only);
 //! - the adapters: [`forge`] (GitHub: API commits, pull requests, dispatch, doctor) and [`ci`]
 //!   (GitHub Actions or none: event inputs, outputs, summary, annotations, masking);
 //! - the [`engine`]: scan, plan, apply for `pull`, `push`, `status` and `link`; it knows no
@@ -28,8 +29,3 @@ pub mod report;
 pub mod server;
 pub mod store;
 pub mod yaml;
-
-/// The GitHub forge under its 1.0 path, for `defsync serve` and its dispatcher, which other
-/// branches are changing now; they move to [`forge::github`] once merged.
-#[doc(hidden)]
-pub use forge::github;

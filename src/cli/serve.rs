@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::github::{DEFAULT_API_URL, RepoName};
+use crate::forge::github::{DEFAULT_API_URL, RepoName};
 use crate::server::{AutoDispatch, ServeOptions, serve};
 use crate::store::RetryPolicy;
 

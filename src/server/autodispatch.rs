@@ -18,7 +18,7 @@ use anyhow::Context as _;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use crate::github::{ErrorKind, GitHub, GitHubError, GitHubOptions, RepoName};
+use crate::forge::github::{ErrorKind, GitHub, GitHubError, GitHubOptions, RepoName};
 use crate::output::data;
 use crate::store::{ClaimedDispatch, DispatchFailure, RetryPolicy, Store};
 
@@ -242,7 +242,7 @@ fn is_permanent(e: &GitHubError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::github::ErrorInfo;
+    use crate::forge::github::ErrorInfo;
 
     fn err(kind: ErrorKind, status: Option<u16>) -> GitHubError {
         GitHubError {
