@@ -8,7 +8,6 @@
 mod autodispatch;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,7 +33,7 @@ use crate::store::Store;
 pub const MAX_BODY_BYTES: usize = 80 * 1024 * 1024;
 
 pub struct ServeOptions {
-    pub store: PathBuf,
+    pub store: crate::store::StoreLocation,
     pub listen: SocketAddr,
     /// Accepted API keys; never logged.
     pub keys: Vec<String>,
@@ -61,8 +60,9 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
              clients send it as DEFSYNC_API_KEY"
         );
     }
-    let path = options.store.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&path)).await.context("opening the store")??;
+    let location = options.store.clone();
+    let store =
+        tokio::task::spawn_blocking(move || Store::open_location(&location)).await.context("opening the store")??;
     let store = Arc::new(store);
     let (wake, worker) = match options.dispatch {
         Some(config) => {
@@ -425,7 +425,7 @@ mod tests {
     #[test]
     fn options_never_show_keys() {
         let o = ServeOptions {
-            store: "s.db".into(),
+            store: crate::store::StoreLocation::Sqlite("s.db".into()),
             listen: "127.0.0.1:0".parse().unwrap(),
             keys: vec!["secret".into()],
             dispatch: None,

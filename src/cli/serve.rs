@@ -1,8 +1,7 @@
-//! `defsync serve`: run the reference platform, the Sync API on a SQLite store, and optionally
+//! `defsync serve`: run the reference platform, the Sync API on a SQLite or PostgreSQL store, and optionally
 //! dispatch the pull workflow after every commit that did not come from Git.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -10,15 +9,17 @@ use clap::Args;
 
 use crate::github::{DEFAULT_API_URL, RepoName};
 use crate::server::{AutoDispatch, ServeOptions, serve};
-use crate::store::RetryPolicy;
+use crate::store::{RetryPolicy, StoreLocation};
 
 const DISPATCH: &str = "Dispatching the pull workflow (on when a repository and a token are given)";
 
 #[derive(Clone, Args)]
 pub struct ServeArgs {
-    /// The SQLite store to serve; created, with its folders, if missing.
-    #[arg(long, env = "DEFSYNC_STORE", default_value = ".defsync/store.db")]
-    pub store: PathBuf,
+    /// The store to serve: a SQLite file (created, with its folders, if missing), or a
+    /// PostgreSQL database as postgres://USER@HOST:PORT/DATABASE, for several `serve` processes
+    /// behind one load balancer. Give its password in PGPASSWORD rather than in the URL.
+    #[arg(long, env = "DEFSYNC_STORE", hide_env_values = true, default_value = ".defsync/store.db")]
+    pub store: StoreLocation,
     /// The address to listen on (port 0 picks a free one; the address is printed on start).
     #[arg(long, env = "DEFSYNC_LISTEN", default_value = "127.0.0.1:8787")]
     pub listen: SocketAddr,
