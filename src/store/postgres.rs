@@ -22,7 +22,7 @@ use r2d2_postgres::r2d2;
 use super::keys::{KEY_COLUMNS, KeyRow, key_of};
 use super::outbox::{DueRow, ENTRY_COLUMNS, entry_of};
 use super::{
-    BaseEntry, Commit, ManifestEntry, OutboxEntry, PreparedPut, ProjectRow, R, RecordRow, StoredKey, SyncRecord, Tx,
+    BaseEntry, Commit, Key, ManifestEntry, OutboxEntry, ProjectRow, Put, R, RecordRow, StoredKey, SyncRecord, Tx,
     TxKind, commit_of, parse_digest, parse_direction, schema,
 };
 use crate::api::ApiError;
@@ -363,36 +363,49 @@ impl Tx for PgTx<'_> {
         .map(drop)
     }
 
-    fn live_digest(&mut self, pid: i64, kind: &str, name: &str) -> R<Option<String>> {
-        Ok(self
-            .opt(
-                "SELECT digest FROM entries WHERE pid = $1 AND kind = $2 AND name = $3 AND to_seq IS NULL",
-                &[&pid, &kind, &name],
-            )?
-            .map(|r| r.get(0)))
+    fn live_digests(&mut self, pid: i64, keys: &[Key<'_>]) -> R<Vec<Option<String>>> {
+        let (kinds, names): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
+        let rows = self.all(
+            "SELECT k.i, e.digest FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS k(kind, name, i)
+             JOIN entries e ON e.pid = $1 AND e.kind = k.kind AND e.name = k.name AND e.to_seq IS NULL",
+            &[&pid, &kinds, &names],
+        )?;
+        let mut digests = vec![None; keys.len()];
+        for r in rows {
+            let i = usize::try_from(r.get::<_, i64>(0) - 1).map_err(|e| super::internal(e.to_string()))?;
+            digests[i] = Some(r.get(1));
+        }
+        Ok(digests)
     }
 
-    fn close_entry(&mut self, pid: i64, kind: &str, name: &str, seq: i64) -> R<()> {
+    fn close_entries(&mut self, pid: i64, keys: &[Key<'_>], seq: i64) -> R<()> {
+        let (kinds, names): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
         self.exec(
-            "UPDATE entries SET to_seq = $4 WHERE pid = $1 AND kind = $2 AND name = $3 AND to_seq IS NULL",
-            &[&pid, &kind, &name, &seq],
+            "UPDATE entries e SET to_seq = $4 FROM unnest($2::text[], $3::text[]) AS k(kind, name)
+             WHERE e.pid = $1 AND e.kind = k.kind AND e.name = k.name AND e.to_seq IS NULL",
+            &[&pid, &kinds, &names, &seq],
         )
         .map(drop)
     }
 
-    fn open_entry(&mut self, pid: i64, kind: &str, name: &str, put: &PreparedPut, seq: i64) -> R<()> {
+    fn open_entries(&mut self, pid: i64, puts: &[Put<'_>], seq: i64) -> R<()> {
+        let kinds: Vec<&str> = puts.iter().map(|p| p.0).collect();
+        let names: Vec<&str> = puts.iter().map(|p| p.1).collect();
+        let digests: Vec<String> = puts.iter().map(|p| p.2.digest.to_string()).collect();
+        let sizes: Vec<i64> = puts.iter().map(|p| p.2.size).collect();
+        let specs: Vec<&str> = puts.iter().map(|p| p.2.spec_json.as_str()).collect();
         self.exec(
-            "INSERT INTO entries (pid, kind, name, digest, size, from_seq) VALUES ($1, $2, $3, $4, $5, $6)",
-            &[&pid, &kind, &name, &put.digest.to_string(), &put.size, &seq],
-        )
-        .map(drop)
-    }
-
-    fn insert_object(&mut self, pid: i64, kind: &str, name: &str, put: &PreparedPut) -> R<()> {
+            "INSERT INTO entries (pid, kind, name, digest, size, from_seq)
+             SELECT $1, kind, name, digest, size, $6
+             FROM unnest($2::text[], $3::text[], $4::text[], $5::int8[]) AS u(kind, name, digest, size)",
+            &[&pid, &kinds, &names, &digests, &sizes, &seq],
+        )?;
         self.exec(
-            "INSERT INTO objects (pid, digest, kind, name, spec, size) VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO objects (pid, digest, kind, name, spec, size)
+             SELECT $1, digest, kind, name, spec, size
+             FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::int8[]) AS u(digest, kind, name, spec, size)
              ON CONFLICT (pid, digest) DO NOTHING",
-            &[&pid, &put.digest.to_string(), &kind, &name, &put.spec_json, &put.size],
+            &[&pid, &digests, &kinds, &names, &specs, &sizes],
         )
         .map(drop)
     }
@@ -495,17 +508,27 @@ impl Tx for PgTx<'_> {
             .collect()
     }
 
-    fn base_set(&mut self, pid: i64, kind: &str, name: &str, digest: &str) -> R<()> {
+    fn base_set(&mut self, pid: i64, entries: &[(Key<'_>, String)]) -> R<()> {
+        let kinds: Vec<&str> = entries.iter().map(|e| e.0.0).collect();
+        let names: Vec<&str> = entries.iter().map(|e| e.0.1).collect();
+        let digests: Vec<&str> = entries.iter().map(|e| e.1.as_str()).collect();
         self.exec(
-            "INSERT INTO base (pid, kind, name, digest) VALUES ($1, $2, $3, $4)
+            "INSERT INTO base (pid, kind, name, digest)
+             SELECT $1, kind, name, digest FROM unnest($2::text[], $3::text[], $4::text[]) AS u(kind, name, digest)
              ON CONFLICT (pid, kind, name) DO UPDATE SET digest = EXCLUDED.digest",
-            &[&pid, &kind, &name, &digest],
+            &[&pid, &kinds, &names, &digests],
         )
         .map(drop)
     }
 
-    fn base_remove(&mut self, pid: i64, kind: &str, name: &str) -> R<()> {
-        self.exec("DELETE FROM base WHERE pid = $1 AND kind = $2 AND name = $3", &[&pid, &kind, &name]).map(drop)
+    fn base_remove(&mut self, pid: i64, keys: &[Key<'_>]) -> R<()> {
+        let (kinds, names): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
+        self.exec(
+            "DELETE FROM base b USING unnest($2::text[], $3::text[]) AS k(kind, name)
+             WHERE b.pid = $1 AND b.kind = k.kind AND b.name = k.name",
+            &[&pid, &kinds, &names],
+        )
+        .map(drop)
     }
 
     fn base_clear(&mut self, pid: i64) -> R<()> {

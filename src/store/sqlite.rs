@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use super::keys::{KEY_COLUMNS, KeyRow, key_of};
 use super::outbox::{DueRow, ENTRY_COLUMNS, entry_of};
 use super::{
-    BaseEntry, Commit, ManifestEntry, OutboxEntry, PreparedPut, ProjectRow, R, RecordRow, StoredKey, SyncRecord, Tx,
+    BaseEntry, Commit, Key, ManifestEntry, OutboxEntry, ProjectRow, Put, R, RecordRow, StoredKey, SyncRecord, Tx,
     TxKind, commit_of, parse_digest, parse_direction, schema,
 };
 use crate::api::ApiError;
@@ -187,38 +187,39 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn live_digest(&mut self, pid: i64, kind: &str, name: &str) -> R<Option<String>> {
-        Ok(self
-            .0
-            .prepare_cached("SELECT digest FROM entries WHERE pid = ?1 AND kind = ?2 AND name = ?3 AND to_seq IS NULL")?
-            .query_row(params![pid, kind, name], |r| r.get(0))
-            .optional()?)
+    fn live_digests(&mut self, pid: i64, keys: &[Key<'_>]) -> R<Vec<Option<String>>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT digest FROM entries WHERE pid = ?1 AND kind = ?2 AND name = ?3 AND to_seq IS NULL",
+        )?;
+        let mut digests = Vec::with_capacity(keys.len());
+        for (kind, name) in keys {
+            digests.push(stmt.query_row(params![pid, kind, name], |r| r.get(0)).optional()?);
+        }
+        Ok(digests)
     }
 
-    fn close_entry(&mut self, pid: i64, kind: &str, name: &str, seq: i64) -> R<()> {
-        self.0
-            .prepare_cached(
-                "UPDATE entries SET to_seq = ?4 WHERE pid = ?1 AND kind = ?2 AND name = ?3 AND to_seq IS NULL",
-            )?
-            .execute(params![pid, kind, name, seq])?;
+    fn close_entries(&mut self, pid: i64, keys: &[Key<'_>], seq: i64) -> R<()> {
+        let mut stmt = self.0.prepare_cached(
+            "UPDATE entries SET to_seq = ?4 WHERE pid = ?1 AND kind = ?2 AND name = ?3 AND to_seq IS NULL",
+        )?;
+        for (kind, name) in keys {
+            stmt.execute(params![pid, kind, name, seq])?;
+        }
         Ok(())
     }
 
-    fn open_entry(&mut self, pid: i64, kind: &str, name: &str, put: &PreparedPut, seq: i64) -> R<()> {
-        self.0
-            .prepare_cached(
-                "INSERT INTO entries (pid, kind, name, digest, size, from_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![pid, kind, name, put.digest.to_string(), put.size, seq])?;
-        Ok(())
-    }
-
-    fn insert_object(&mut self, pid: i64, kind: &str, name: &str, put: &PreparedPut) -> R<()> {
-        self.0
-            .prepare_cached(
-                "INSERT OR IGNORE INTO objects (pid, digest, kind, name, spec, size) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![pid, put.digest.to_string(), kind, name, put.spec_json, put.size])?;
+    fn open_entries(&mut self, pid: i64, puts: &[Put<'_>], seq: i64) -> R<()> {
+        let mut open = self.0.prepare_cached(
+            "INSERT INTO entries (pid, kind, name, digest, size, from_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let mut object = self.0.prepare_cached(
+            "INSERT OR IGNORE INTO objects (pid, digest, kind, name, spec, size) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for (kind, name, put) in puts {
+            let digest = put.digest.to_string();
+            open.execute(params![pid, kind, name, digest, put.size, seq])?;
+            object.execute(params![pid, digest, kind, name, put.spec_json, put.size])?;
+        }
         Ok(())
     }
 
@@ -343,20 +344,22 @@ impl Tx for SqliteTx<'_> {
             .collect()
     }
 
-    fn base_set(&mut self, pid: i64, kind: &str, name: &str, digest: &str) -> R<()> {
-        self.0
-            .prepare_cached(
-                "INSERT INTO base (pid, kind, name, digest) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (pid, kind, name) DO UPDATE SET digest = excluded.digest",
-            )?
-            .execute(params![pid, kind, name, digest])?;
+    fn base_set(&mut self, pid: i64, entries: &[(Key<'_>, String)]) -> R<()> {
+        let mut stmt = self.0.prepare_cached(
+            "INSERT INTO base (pid, kind, name, digest) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (pid, kind, name) DO UPDATE SET digest = excluded.digest",
+        )?;
+        for ((kind, name), digest) in entries {
+            stmt.execute(params![pid, kind, name, digest])?;
+        }
         Ok(())
     }
 
-    fn base_remove(&mut self, pid: i64, kind: &str, name: &str) -> R<()> {
-        self.0
-            .prepare_cached("DELETE FROM base WHERE pid = ?1 AND kind = ?2 AND name = ?3")?
-            .execute(params![pid, kind, name])?;
+    fn base_remove(&mut self, pid: i64, keys: &[Key<'_>]) -> R<()> {
+        let mut stmt = self.0.prepare_cached("DELETE FROM base WHERE pid = ?1 AND kind = ?2 AND name = ?3")?;
+        for (kind, name) in keys {
+            stmt.execute(params![pid, kind, name])?;
+        }
         Ok(())
     }
 
