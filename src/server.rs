@@ -68,7 +68,11 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         Some(config) => {
             // On before the first request, so no commit goes without its dispatch.
             store.set_dispatch_outbox(true);
-            let counts = store.dispatch_counts().map_err(|e| anyhow::anyhow!("reading the dispatch outbox: {e}"))?;
+            let reader = store.clone();
+            let counts = tokio::task::spawn_blocking(move || reader.dispatch_counts())
+                .await
+                .context("reading the dispatch outbox")?
+                .map_err(|e| anyhow::anyhow!("reading the dispatch outbox: {e}"))?;
             let count = |state| counts.iter().find(|(s, _)| *s == state).map_or(0, |(_, n)| *n);
             tracing::info!(
                 "dispatch: after every commit not from git, start {} on {} in {} ({} pending from before, {} failed \

@@ -57,7 +57,11 @@ pub struct PostgresUrl {
 
 impl PostgresUrl {
     pub fn parse(url: &str) -> Result<Self, String> {
-        let url = url.trim().to_owned();
+        let mut url = url.trim().to_owned();
+        // Schemes are case-insensitive; the parser knows them in lower case only.
+        if let Some(end) = url.find("://") {
+            url.replace_range(..end, &url[..end].to_ascii_lowercase());
+        }
         let config: postgres::Config = url.parse().map_err(|e| {
             // The parser's messages name the option, never its value.
             let hint = if url.contains("sslmode=verify") {
@@ -694,5 +698,39 @@ impl Tx for PgTx<'_> {
 
     fn revoke_key(&mut self, name: &str, at: &str) -> R<()> {
         self.exec("UPDATE api_keys SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL", &[&name, &at]).map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreLocation;
+
+    #[test]
+    fn urls_select_postgres_and_never_show_the_password() {
+        for url in ["postgres://u:s3cr%3Ft@db.example:6543/defs", "PostgreSQL://u:s3cr%3Ft@db.example:6543/defs"] {
+            let StoreLocation::Postgres(pg) = StoreLocation::parse(url).unwrap() else { panic!("{url}") };
+            assert_eq!(pg.to_string(), "postgres://u@db.example:6543/defs");
+            let loc = StoreLocation::Postgres(pg);
+            for shown in [format!("{loc}"), format!("{loc:?}")] {
+                assert!(!shown.contains("s3cr"), "{shown}");
+            }
+        }
+        assert!(matches!(StoreLocation::parse("./postgres/store.db").unwrap(), StoreLocation::Sqlite(_)));
+        let e = StoreLocation::parse("postgres://u:s3cret@db.example/defs?sslmode=require").unwrap_err();
+        assert!(
+            e.contains("sslmode=require") && e.contains("sslmode=disable or prefer") && !e.contains("s3cret"),
+            "{e}"
+        );
+        let e = StoreLocation::parse("postgres://u:s3cret@db.example/defs?sslmode=verify-full").unwrap_err();
+        assert!(e.contains("sslmode") && !e.contains("s3cret"), "{e}");
+    }
+
+    /// Nothing listens on port 1: the error names the server, not the password.
+    #[test]
+    fn a_failed_connection_does_not_show_the_password() {
+        let url = PostgresUrl::parse("postgres://u:s3cret@127.0.0.1:1/defs?connect_timeout=2").unwrap();
+        let e = format!("{:#}", Postgres::open(&url).map(drop).unwrap_err());
+        assert!(e.contains("postgres://u@127.0.0.1:1/defs") && !e.contains("s3cret"), "{e}");
     }
 }

@@ -10,6 +10,7 @@ mod github;
 mod guard;
 mod interleave;
 mod numbers;
+mod postgres;
 mod proxy;
 mod server;
 mod support;
