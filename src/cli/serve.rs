@@ -18,7 +18,8 @@ pub struct ServeArgs {
     /// The store to serve: a SQLite file (created, with its folders, if missing), or a
     /// PostgreSQL database as postgres://USER@HOST:PORT/DATABASE, for several `serve` processes
     /// behind one load balancer. Give its password in PGPASSWORD rather than in the URL.
-    #[arg(long, env = "DEFSYNC_STORE", hide_env_values = true, default_value = ".defsync/store.db")]
+    #[arg(long, env = "DEFSYNC_STORE", hide_env_values = true, default_value = ".defsync/store.db",
+          value_parser = StoreParser)]
     pub store: StoreLocation,
     /// The address to listen on (port 0 picks a free one; the address is printed on start).
     #[arg(long, env = "DEFSYNC_LISTEN", default_value = "127.0.0.1:8787")]
@@ -72,6 +73,26 @@ pub struct ServeArgs {
     #[arg(long, env = "DEFSYNC_DISPATCH_MAX_ATTEMPTS", default_value_t = 25, hide = true,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub dispatch_max_attempts: u32,
+}
+
+/// Parses `--store` with an error of its own: clap's would quote the value, and a URL's password
+/// with it.
+#[derive(Clone)]
+struct StoreParser;
+
+impl clap::builder::TypedValueParser for StoreParser {
+    type Value = StoreLocation;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<StoreLocation, clap::Error> {
+        use clap::error::ErrorKind;
+        let value = value.to_str().ok_or_else(|| clap::Error::raw(ErrorKind::InvalidUtf8, "--store is not UTF-8\n"))?;
+        StoreLocation::parse(value).map_err(|e| clap::Error::raw(ErrorKind::ValueValidation, format!("--store: {e}\n")))
+    }
 }
 
 /// Keys are secrets: they never appear in debug output.
@@ -173,6 +194,21 @@ mod tests {
         assert_eq!(cli.args.all_keys(), ["a", "b", "c"]);
         let shown = format!("{:?}", cli.args);
         assert!(!shown.contains("\"a\"") && shown.contains("hidden"), "{shown}");
+    }
+
+    #[test]
+    fn a_postgres_store_never_shows_its_password() {
+        let cli = Cli::parse_from(["serve", "--store", "postgresql://app:s3cret@db.internal/defs"]);
+        assert!(matches!(cli.args.store, StoreLocation::Postgres(_)));
+        let shown = format!("{:?}", cli.args);
+        assert!(shown.contains("postgres://app@db.internal") && !shown.contains("s3cret"), "{shown}");
+        let e = Cli::try_parse_from(["serve", "--store", "postgres://app:s3cret@db.internal/defs?sslmode=require"])
+            .map(drop)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sslmode=require") && !e.contains("s3cret"), "{e}");
+        let cli = Cli::parse_from(["serve"]);
+        assert_eq!(cli.args.store, StoreLocation::Sqlite(".defsync/store.db".into()));
     }
 
     #[test]

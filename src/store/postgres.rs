@@ -1,5 +1,6 @@
 //! The PostgreSQL backend: several `serve` processes on one database, each with a pool of
-//! connections (`r2d2`).
+//! connections (`r2d2`), each connection keeping its prepared statements, so a statement costs
+//! one round trip after its first use.
 //!
 //! How each write keeps its meaning across processes: a write transaction (READ COMMITTED)
 //! starts by locking the project's row (`SELECT … FOR UPDATE`), so two commits, record updates
@@ -11,13 +12,12 @@
 //!
 //! TLS is not built in: `sslmode=require` is refused with a message (see [`PostgresUrl`]).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use postgres::error::SqlState;
 use postgres::types::ToSql;
-use postgres::{IsolationLevel, NoTls, Row};
-use r2d2_postgres::PostgresConnectionManager;
-use r2d2_postgres::r2d2;
+use postgres::{IsolationLevel, NoTls, Row, Statement};
 
 use super::keys::{KEY_COLUMNS, KeyRow, key_of};
 use super::outbox::{DueRow, ENTRY_COLUMNS, entry_of};
@@ -179,7 +179,35 @@ fn unavailable(why: &str) -> ApiError {
 }
 
 pub(super) struct Postgres {
-    pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
+    pool: r2d2::Pool<Manager>,
+}
+
+/// Opens the pool's connections.
+struct Manager {
+    config: postgres::Config,
+}
+
+/// A pooled connection, with the statements prepared on it.
+struct Connection {
+    client: postgres::Client,
+    statements: HashMap<String, Statement>,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Connection;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<Connection, postgres::Error> {
+        Ok(Connection { client: self.config.connect(NoTls)?, statements: HashMap::new() })
+    }
+
+    fn is_valid(&self, conn: &mut Connection) -> Result<(), postgres::Error> {
+        conn.client.simple_query("").map(drop)
+    }
+
+    fn has_broken(&self, conn: &mut Connection) -> bool {
+        conn.client.is_closed()
+    }
 }
 
 impl Postgres {
@@ -190,7 +218,7 @@ impl Postgres {
                 "the connection to the PostgreSQL store {url} is not encrypted: keep it on a private network"
             );
         }
-        let manager = PostgresConnectionManager::new(url.config(), NoTls);
+        let manager = Manager { config: url.config() };
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
@@ -204,7 +232,7 @@ impl Postgres {
                 )
             })?;
         let mut conn = pool.get().map_err(|e| anyhow::anyhow!("cannot connect to the PostgreSQL store {url}: {e}"))?;
-        schema::postgres::migrate(&mut conn)
+        schema::postgres::migrate(&mut conn.client)
             .map_err(|e| anyhow::anyhow!("cannot set up the PostgreSQL store {url}: {}", describe(&e)))?;
         drop(conn);
         Ok(Postgres { pool })
@@ -212,7 +240,7 @@ impl Postgres {
 
     #[cfg(test)]
     pub(super) fn execute_for_test(&self, sql: &str) {
-        self.pool.get().unwrap().batch_execute(sql).unwrap();
+        self.pool.get().unwrap().client.batch_execute(sql).unwrap();
     }
 
     /// Runs `f` in a transaction, again after a race, at most [`MAX_RUNS`] times.
@@ -242,8 +270,9 @@ impl Postgres {
             TxKind::Read => IsolationLevel::RepeatableRead,
             TxKind::Write => IsolationLevel::ReadCommitted,
         };
-        let tx = conn.build_transaction().isolation_level(isolation).read_only(kind == TxKind::Read).start()?;
-        let mut tx = PgTx { tx, kind };
+        let Connection { client, statements } = &mut *conn;
+        let tx = client.build_transaction().isolation_level(isolation).read_only(kind == TxKind::Read).start()?;
+        let mut tx = PgTx { tx, kind, statements };
         let out = f(&mut tx)?;
         tx.tx.commit()?;
         Ok(out)
@@ -280,6 +309,8 @@ impl r2d2::HandleError<postgres::Error> for LogErrors {
 struct PgTx<'a> {
     tx: postgres::Transaction<'a>,
     kind: TxKind,
+    /// The connection's prepared statements, by their text.
+    statements: &'a mut HashMap<String, Statement>,
 }
 
 const COMMIT_COLUMNS: &str = "id, seq, parent, created_at, message, origin";
@@ -293,16 +324,29 @@ fn to_key(r: &Row) -> R<StoredKey> {
 }
 
 impl PgTx<'_> {
+    /// `sql` prepared on this connection, once: the texts are the fixed set in this file.
+    fn statement(&mut self, sql: &str) -> R<Statement> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let statement = self.tx.prepare(sql)?;
+        self.statements.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
+
     fn opt(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> R<Option<Row>> {
-        Ok(self.tx.query_opt(sql, params)?)
+        let statement = self.statement(sql)?;
+        Ok(self.tx.query_opt(&statement, params)?)
     }
 
     fn all(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> R<Vec<Row>> {
-        Ok(self.tx.query(sql, params)?)
+        let statement = self.statement(sql)?;
+        Ok(self.tx.query(&statement, params)?)
     }
 
     fn exec(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> R<u64> {
-        Ok(self.tx.execute(sql, params)?)
+        let statement = self.statement(sql)?;
+        Ok(self.tx.execute(&statement, params)?)
     }
 
     /// In a write transaction, the rows read are locked until it ends.
