@@ -15,7 +15,6 @@ pub mod metrics;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,7 +50,7 @@ const WORKER_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const BATCH_GET_ROUTE: &str = "/v1/projects/{project}/objects/batch-get";
 
 pub struct ServeOptions {
-    pub store: PathBuf,
+    pub store: crate::store::StoreLocation,
     pub listen: SocketAddr,
     /// Full-access API keys (`--key`, `DEFSYNC_SERVER_KEYS`); never logged.
     pub keys: Vec<String>,
@@ -87,8 +86,9 @@ fn unix_now() -> i64 {
 /// flight, and lets the dispatch worker finish the dispatch it is sending (for at most
 /// [`WORKER_STOP_TIMEOUT`]).
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
-    let path = options.store.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&path)).await.context("opening the store")??;
+    let location = options.store.clone();
+    let store =
+        tokio::task::spawn_blocking(move || Store::open_location(&location)).await.context("opening the store")??;
     let store = Arc::new(store);
     let stored_keys = {
         let store = store.clone();
@@ -116,7 +116,11 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         Some(config) => {
             // On before the first request, so no commit goes without its dispatch.
             store.set_dispatch_outbox(true);
-            let counts = store.dispatch_counts().map_err(|e| anyhow::anyhow!("reading the dispatch outbox: {e}"))?;
+            let reader = store.clone();
+            let counts = tokio::task::spawn_blocking(move || reader.dispatch_counts())
+                .await
+                .context("reading the dispatch outbox")?
+                .map_err(|e| anyhow::anyhow!("reading the dispatch outbox: {e}"))?;
             let count = |state| counts.iter().find(|(s, _)| *s == state).map_or(0, |(_, n)| *n);
             tracing::info!(
                 "dispatch: after every commit not from git, start {} on {} in {} ({} pending from before, {} failed \
@@ -675,7 +679,7 @@ mod tests {
     #[test]
     fn options_never_show_keys() {
         let o = ServeOptions {
-            store: "s.db".into(),
+            store: crate::store::StoreLocation::Sqlite("s.db".into()),
             listen: "127.0.0.1:0".parse().unwrap(),
             keys: vec!["secret".into()],
             keys_from: vec!["--key"],

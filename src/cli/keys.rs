@@ -123,7 +123,7 @@ fn create(a: &CreateArgs) -> anyhow::Result<()> {
         "created key {:?} in {}: {}. The secret (on stdout) is shown only this once: store it now as a \
          secret (clients send it as DEFSYNC_API_KEY).",
         key.name,
-        a.store.store.display(),
+        a.store.store,
         describe(&key)
     );
     Ok(())
@@ -137,7 +137,7 @@ fn list(a: &ListArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if keys.is_empty() {
-        eprintln!("no keys in {}: create one with `defsync serve keys create`", a.store.store.display());
+        eprintln!("no keys in {}: create one with `defsync serve keys create`", a.store.store);
         return Ok(());
     }
     let now = unix_now();
@@ -159,7 +159,7 @@ fn revoke(a: &RevokeArgs) -> anyhow::Result<()> {
         "revoked key {:?} (at {}): every `defsync serve` on {} refuses it from the next request on",
         key.name,
         key.revoked_at.as_deref().unwrap_or("?"),
-        a.store.store.display()
+        a.store.store
     );
     Ok(())
 }

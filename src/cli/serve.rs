@@ -1,9 +1,8 @@
-//! `defsync serve`: run the reference platform, the Sync API on a SQLite store, and optionally
-//! dispatch the pull workflow after every commit that did not come from Git. Its subcommands
-//! (`keys`, `healthcheck`) live in files of their own and share [`StoreArgs`].
+//! `defsync serve`: run the reference platform, the Sync API on a SQLite or PostgreSQL store, and
+//! optionally dispatch the pull workflow after every commit that did not come from Git. Its
+//! subcommands (`keys`, `healthcheck`) live in files of their own and share [`StoreArgs`].
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -11,22 +10,25 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use crate::forge::github::{DEFAULT_API_URL, RepoName};
 use crate::server::{AutoDispatch, ServeOptions, serve};
-use crate::store::RetryPolicy;
+use crate::store::{RetryPolicy, StoreLocation};
 
 const DISPATCH: &str = "Dispatching the pull workflow (on when a repository and a token are given)";
 
 /// The store `serve` and `serve keys` work on: one definition, so both read it alike.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
-    /// The SQLite store to serve; created, with its folders, if missing.
-    #[arg(long, env = "DEFSYNC_STORE", default_value = ".defsync/store.db")]
-    pub store: PathBuf,
+    /// The store to serve: a SQLite file (created, with its folders, if missing), or a
+    /// PostgreSQL database as postgres://USER@HOST:PORT/DATABASE, for several `serve` processes
+    /// behind one load balancer. Give its password in PGPASSWORD rather than in the URL.
+    #[arg(long, env = "DEFSYNC_STORE", hide_env_values = true, default_value = ".defsync/store.db",
+          value_parser = StoreParser)]
+    pub store: StoreLocation,
 }
 
 impl StoreArgs {
     /// Opens the store (a blocking call).
     pub fn open(&self) -> anyhow::Result<crate::store::Store> {
-        crate::store::Store::open(&self.store)
+        crate::store::Store::open_location(&self.store)
     }
 }
 
@@ -116,6 +118,26 @@ pub struct ServeArgs {
     #[arg(long, env = "DEFSYNC_DISPATCH_MAX_ATTEMPTS", default_value_t = 25, hide = true,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub dispatch_max_attempts: u32,
+}
+
+/// Parses `--store` with an error of its own: clap's would quote the value, and a URL's password
+/// with it.
+#[derive(Clone)]
+struct StoreParser;
+
+impl clap::builder::TypedValueParser for StoreParser {
+    type Value = StoreLocation;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<StoreLocation, clap::Error> {
+        use clap::error::ErrorKind;
+        let value = value.to_str().ok_or_else(|| clap::Error::raw(ErrorKind::InvalidUtf8, "--store is not UTF-8\n"))?;
+        StoreLocation::parse(value).map_err(|e| clap::Error::raw(ErrorKind::ValueValidation, format!("--store: {e}\n")))
+    }
 }
 
 /// Keys are secrets: they never appear in debug output.
@@ -234,6 +256,21 @@ mod tests {
         assert_eq!(cli.args.all_keys(), ["a", "b", "c"]);
         let shown = format!("{:?}", cli.args);
         assert!(!shown.contains("\"a\"") && shown.contains("hidden"), "{shown}");
+    }
+
+    #[test]
+    fn a_postgres_store_never_shows_its_password() {
+        let cli = Cli::parse_from(["serve", "--store", "postgresql://app:s3cret@db.internal/defs"]);
+        assert!(matches!(cli.args.store.store, StoreLocation::Postgres(_)));
+        let shown = format!("{:?}", cli.args);
+        assert!(shown.contains("postgres://app@db.internal") && !shown.contains("s3cret"), "{shown}");
+        let e = Cli::try_parse_from(["serve", "--store", "postgres://app:s3cret@db.internal/defs?sslmode=require"])
+            .map(drop)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sslmode=require") && !e.contains("s3cret"), "{e}");
+        let cli = Cli::parse_from(["serve"]);
+        assert_eq!(cli.args.store.store, StoreLocation::Sqlite(".defsync/store.db".into()));
     }
 
     #[test]

@@ -8,7 +8,6 @@ use std::fmt;
 
 use base64::Engine as _;
 use rand::Rng as _;
-use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
@@ -154,22 +153,44 @@ pub fn validate_new_key(new: &NewKey) -> R<()> {
     Ok(())
 }
 
-const KEY_COLUMNS: &str = "name, scope, projects, expires_unix, created_at, revoked_at, hint";
+/// The columns of [`StoredKey`], in the order of [`key_of`], for both backends.
+pub(super) const KEY_COLUMNS: &str = "name, scope, projects, expires_unix, created_at, revoked_at, hint";
 
-fn key_from_row(r: &Row) -> rusqlite::Result<StoredKey> {
-    let scope: String = r.get(1)?;
-    let projects: Option<String> = r.get(2)?;
-    let expires_unix: Option<i64> = r.get(3)?;
+/// A stored key from the columns of [`KEY_COLUMNS`].
+pub(super) fn key_of(
+    name: String,
+    scope: &str,
+    projects: Option<String>,
+    expires_unix: Option<i64>,
+    created_at: String,
+    revoked_at: Option<String>,
+    hint: String,
+) -> R<StoredKey> {
     Ok(StoredKey {
-        name: r.get(0)?,
-        scope: KeyScope::parse(&scope).map_err(|e| super::conversion_error(std::io::Error::other(e)))?,
-        projects: projects.map(|p| serde_json::from_str(&p)).transpose().map_err(super::conversion_error)?,
+        name,
+        scope: KeyScope::parse(scope).map_err(|e| super::stored("key scope", e))?,
+        projects: projects
+            .map(|p| serde_json::from_str(&p))
+            .transpose()
+            .map_err(|e| super::stored("key project list", e))?,
         expires_at: expires_unix.map(clock::rfc3339),
         expires_unix,
-        created_at: r.get(4)?,
-        revoked_at: r.get(5)?,
-        hint: r.get(6)?,
+        created_at,
+        revoked_at,
+        hint,
     })
+}
+
+/// A new key's row.
+pub(crate) struct KeyRow {
+    pub name: String,
+    pub hash: String,
+    pub scope: &'static str,
+    /// A JSON array, or `None` for every project.
+    pub projects: Option<String>,
+    pub expires_unix: Option<i64>,
+    pub created_at: String,
+    pub hint: String,
 }
 
 impl Store {
@@ -178,74 +199,55 @@ impl Store {
     pub fn create_key(&self, new: &NewKey) -> R<(StoredKey, String)> {
         validate_new_key(new)?;
         let secret = new_secret();
-        let hint = format!("{}…", &secret[..KEY_PREFIX.len() + 4]);
-        let projects = new.projects.as_ref().map(|p| serde_json::to_string(p).unwrap_or_default());
-        let conn = self.lock();
-        let inserted = conn
-            .prepare_cached(
-                "INSERT INTO api_keys (name, hash, scope, projects, expires_unix, created_at, hint)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (name) DO NOTHING",
-            )?
-            .execute(params![
-                new.name,
-                key_hash(&secret),
-                new.scope.as_str(),
-                projects,
-                new.expires_unix,
-                clock::now_rfc3339(),
-                hint
-            ])?;
-        if inserted == 0 {
-            return Err(ApiError::new(
-                409,
-                "conflict",
-                format!("a key named {:?} exists already (perhaps revoked): choose another name", new.name),
-            ));
-        }
-        let key = conn
-            .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE name = ?1"))?
-            .query_row([&new.name], key_from_row)?;
+        let row = KeyRow {
+            name: new.name.clone(),
+            hash: key_hash(&secret),
+            scope: new.scope.as_str(),
+            projects: new.projects.as_ref().map(|p| serde_json::to_string(p).unwrap_or_default()),
+            expires_unix: new.expires_unix,
+            created_at: clock::now_rfc3339(),
+            hint: format!("{}…", &secret[..KEY_PREFIX.len() + 4]),
+        };
+        let key = self.write(|tx| {
+            if !tx.insert_key(&row)? {
+                return Err(ApiError::new(
+                    409,
+                    "conflict",
+                    format!("a key named {:?} exists already (perhaps revoked): choose another name", new.name),
+                ));
+            }
+            tx.key_by_name(&new.name)?.ok_or_else(|| super::internal("the new key is missing from the store"))
+        })?;
         Ok((key, secret))
     }
 
     /// Every key, revoked ones included, oldest first.
     pub fn keys(&self) -> R<Vec<StoredKey>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id"))?;
-        Ok(stmt.query_map([], key_from_row)?.collect::<rusqlite::Result<_>>()?)
+        self.read(|tx| tx.keys())
     }
 
     /// Revokes the key named `name`; revoking it again changes nothing.
     pub fn revoke_key(&self, name: &str) -> R<StoredKey> {
-        let conn = self.lock();
-        conn.prepare_cached("UPDATE api_keys SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL")?
-            .execute(params![name, clock::now_rfc3339()])?;
-        conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE name = ?1"))?
-            .query_row([name], key_from_row)
-            .optional()?
-            .ok_or_else(|| not_found(format!("no key named {name:?}: `defsync serve keys list` shows them")))
+        let now = clock::now_rfc3339();
+        self.write(|tx| {
+            tx.revoke_key(name, &now)?;
+            tx.key_by_name(name)?
+                .ok_or_else(|| not_found(format!("no key named {name:?}: `defsync serve keys list` shows them")))
+        })
     }
 
     /// The stored key whose secret is `secret`, revoked or expired ones included (so the answer
     /// can say why it is refused).
     pub fn key_by_secret(&self, secret: &str) -> R<Option<StoredKey>> {
-        let conn = self.lock();
-        Ok(conn
-            .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = ?1"))?
-            .query_row([key_hash(secret)], key_from_row)
-            .optional()?)
+        let hash = key_hash(secret);
+        self.read(|tx| tx.key_by_hash(&hash))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("store.db")).unwrap();
-        (dir, store)
-    }
+    use crate::store::tests::{Scratch, on_both, on_both_scratch};
 
     fn new_key(name: &str, scope: KeyScope, projects: Option<&[&str]>) -> NewKey {
         NewKey {
@@ -258,60 +260,78 @@ mod tests {
 
     #[test]
     fn a_key_is_found_by_its_secret_only_and_its_secret_is_not_stored() {
-        let (dir, s) = store();
-        let (key, secret) = s.create_key(&new_key("ci", KeyScope::Write, None)).unwrap();
-        assert!(secret.starts_with(KEY_PREFIX) && secret.len() == KEY_PREFIX.len() + 43, "{secret}");
-        assert!(secret.starts_with(key.hint.trim_end_matches('…')));
-        assert_eq!(s.key_by_secret(&secret).unwrap(), Some(key.clone()));
-        assert_eq!(s.key_by_secret(&format!("{secret}x")).unwrap(), None);
-        assert_eq!(s.keys().unwrap(), vec![key]);
-        drop(s);
-        let raw = std::fs::read(dir.path().join("store.db")).unwrap();
-        let needle = &secret.as_bytes()[KEY_PREFIX.len()..];
-        assert!(!raw.windows(needle.len()).any(|w| w == needle), "the secret is in the store file");
+        on_both_scratch(|scratch| {
+            let s = scratch.open();
+            let (key, secret) = s.create_key(&new_key("ci", KeyScope::Write, None)).unwrap();
+            assert!(secret.starts_with(KEY_PREFIX) && secret.len() == KEY_PREFIX.len() + 43, "{secret}");
+            assert!(secret.starts_with(key.hint.trim_end_matches('…')));
+            assert_eq!(s.key_by_secret(&secret).unwrap(), Some(key.clone()));
+            assert_eq!(s.key_by_secret(&format!("{secret}x")).unwrap(), None);
+            assert_eq!(s.keys().unwrap(), vec![key]);
+            let needle = &secret[KEY_PREFIX.len()..];
+            match scratch {
+                Scratch::Sqlite(dir) => {
+                    drop(s);
+                    let raw = std::fs::read(dir.path().join("nested/store.db")).unwrap();
+                    let needle = needle.as_bytes();
+                    assert!(!raw.windows(needle.len()).any(|w| w == needle), "the secret is in the store file");
+                }
+                Scratch::Postgres { .. } => {
+                    // No column of the key's row holds the secret, or any 16 characters of it.
+                    let probe = &needle[4..20];
+                    let sql = format!(
+                        "DO $$ BEGIN IF EXISTS (SELECT 1 FROM api_keys WHERE strpos(api_keys::text, '{probe}') > 0)
+                         THEN RAISE EXCEPTION 'the secret is in the store'; END IF; END $$"
+                    );
+                    s.execute_for_test(&sql);
+                }
+            }
+        });
     }
 
     #[test]
     fn names_are_unique_and_checked() {
-        let (_dir, s) = store();
-        s.create_key(&new_key("ci", KeyScope::Read, None)).unwrap();
-        let e = s.create_key(&new_key("ci", KeyScope::Write, None)).unwrap_err();
-        assert_eq!((e.status, e.code.as_str()), (409, "conflict"), "{e:?}");
-        s.revoke_key("ci").unwrap();
-        assert_eq!(s.create_key(&new_key("ci", KeyScope::Write, None)).unwrap_err().status, 409);
-        for bad in ["", "a/b", "line\nbreak"] {
-            assert_eq!(s.create_key(&new_key(bad, KeyScope::Read, None)).unwrap_err().status, 422, "{bad:?}");
-        }
-        assert_eq!(s.create_key(&new_key("p", KeyScope::Read, Some(&[]))).unwrap_err().status, 422);
-        assert_eq!(s.create_key(&new_key("p", KeyScope::Read, Some(&["a b"]))).unwrap_err().status, 422);
+        on_both(|s| {
+            s.create_key(&new_key("ci", KeyScope::Read, None)).unwrap();
+            let e = s.create_key(&new_key("ci", KeyScope::Write, None)).unwrap_err();
+            assert_eq!((e.status, e.code.as_str()), (409, "conflict"), "{e:?}");
+            s.revoke_key("ci").unwrap();
+            assert_eq!(s.create_key(&new_key("ci", KeyScope::Write, None)).unwrap_err().status, 409);
+            for bad in ["", "a/b", "line\nbreak"] {
+                assert_eq!(s.create_key(&new_key(bad, KeyScope::Read, None)).unwrap_err().status, 422, "{bad:?}");
+            }
+            assert_eq!(s.create_key(&new_key("p", KeyScope::Read, Some(&[]))).unwrap_err().status, 422);
+            assert_eq!(s.create_key(&new_key("p", KeyScope::Read, Some(&["a b"]))).unwrap_err().status, 422);
+        });
     }
 
     #[test]
     fn scope_projects_expiry_and_revocation_are_enforced() {
-        let (_dir, s) = store();
-        let (reader, _) = s.create_key(&new_key("reader", KeyScope::Read, Some(&["p1", "p2"]))).unwrap();
-        assert_eq!(reader.authorize(Some("p1"), Access::Read, 0), Ok(()));
-        assert_eq!(reader.authorize(None, Access::Read, 0), Ok(()));
-        let e = reader.authorize(Some("p1"), Access::Write, 0).unwrap_err();
-        assert_eq!((e.status, e.code.as_str()), (403, "forbidden"));
-        assert!(e.message.contains("read-only"), "{}", e.message);
-        let e = reader.authorize(Some("p3"), Access::Read, 0).unwrap_err();
-        assert_eq!((e.status, e.code.as_str()), (403, "forbidden"));
-        assert!(e.message.contains("\"p3\"") && e.message.contains("\"p1\", \"p2\""), "{}", e.message);
+        on_both(|s| {
+            let (reader, _) = s.create_key(&new_key("reader", KeyScope::Read, Some(&["p1", "p2"]))).unwrap();
+            assert_eq!(reader.authorize(Some("p1"), Access::Read, 0), Ok(()));
+            assert_eq!(reader.authorize(None, Access::Read, 0), Ok(()));
+            let e = reader.authorize(Some("p1"), Access::Write, 0).unwrap_err();
+            assert_eq!((e.status, e.code.as_str()), (403, "forbidden"));
+            assert!(e.message.contains("read-only"), "{}", e.message);
+            let e = reader.authorize(Some("p3"), Access::Read, 0).unwrap_err();
+            assert_eq!((e.status, e.code.as_str()), (403, "forbidden"));
+            assert!(e.message.contains("\"p3\"") && e.message.contains("\"p1\", \"p2\""), "{}", e.message);
 
-        let mut expiring = new_key("temp", KeyScope::Write, None);
-        expiring.expires_unix = Some(1_000);
-        let (temp, secret) = s.create_key(&expiring).unwrap();
-        assert_eq!(temp.authorize(Some("p9"), Access::Write, 999), Ok(()));
-        let e = temp.authorize(Some("p9"), Access::Write, 1_000).unwrap_err();
-        assert_eq!(e.status, 401);
-        assert!(e.message.contains("1970-01-01T00:16:40Z"), "{}", e.message);
+            let mut expiring = new_key("temp", KeyScope::Write, None);
+            expiring.expires_unix = Some(1_000);
+            let (temp, secret) = s.create_key(&expiring).unwrap();
+            assert_eq!(temp.authorize(Some("p9"), Access::Write, 999), Ok(()));
+            let e = temp.authorize(Some("p9"), Access::Write, 1_000).unwrap_err();
+            assert_eq!(e.status, 401);
+            assert!(e.message.contains("1970-01-01T00:16:40Z"), "{}", e.message);
 
-        let revoked = s.revoke_key("temp").unwrap();
-        assert!(revoked.revoked_at.is_some());
-        assert_eq!(s.revoke_key("temp").unwrap().revoked_at, revoked.revoked_at, "revoking twice changes nothing");
-        let found = s.key_by_secret(&secret).unwrap().unwrap();
-        assert_eq!(found.authorize(Some("p9"), Access::Read, 0).unwrap_err().status, 401);
-        assert_eq!(s.revoke_key("nobody").unwrap_err().status, 404);
+            let revoked = s.revoke_key("temp").unwrap();
+            assert!(revoked.revoked_at.is_some());
+            assert_eq!(s.revoke_key("temp").unwrap().revoked_at, revoked.revoked_at, "revoking twice changes nothing");
+            let found = s.key_by_secret(&secret).unwrap().unwrap();
+            assert_eq!(found.authorize(Some("p9"), Access::Read, 0).unwrap_err().status, 401);
+            assert_eq!(s.revoke_key("nobody").unwrap_err().status, 404);
+        });
     }
 }

@@ -1,15 +1,22 @@
-//! The platform side of the contract (part 3) on SQLite. `defsync serve` is a thin HTTP layer
-//! over it, and runs open it in-process as the embedded store, so both give the same answers.
+//! The platform side of the contract (part 3): its rules, written once. `defsync serve` is a thin
+//! HTTP layer over them, and runs open the SQLite store in-process as the embedded store, so
+//! every front end gives the same answers.
+//!
+//! The rules run inside one transaction of a backend, through [`Tx`], the storage primitives
+//! each backend supplies: SQLite (`sqlite.rs`, one file, the default) or PostgreSQL
+//! (`postgres.rs`, several `serve` processes on one database). A write either happens whole or
+//! not at all; where PostgreSQL aborts a transaction that raced another (serialization failure,
+//! deadlock), the rules run again from the start.
 //!
 //! Request bodies arrive as the bytes that were sent, so validation and idempotency (which
-//! compares bytes) are the same for both front ends. Every write is one `BEGIN IMMEDIATE`
-//! transaction on a WAL database with `synchronous=FULL`: a crash at any moment leaves either all
-//! of a request or none of it.
+//! compares bytes) are the same for both front ends.
 
 mod clock;
 mod keys;
 mod outbox;
+mod postgres;
 mod schema;
+mod sqlite;
 pub mod strict;
 
 /// The strict JSON parser, for the fuzz targets (`crate::fuzzing`).
@@ -17,12 +24,10 @@ pub mod strict;
 pub use strict::parse as strict_parse;
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
@@ -35,6 +40,7 @@ use crate::model::{Definition, validate_kind, validate_name};
 
 pub use keys::{Access, KEY_PREFIX, KeyScope, NewKey, StoredKey};
 pub use outbox::{ClaimedDispatch, DispatchFailure, DispatchState, OutboxEntry, RetryPolicy};
+pub use postgres::PostgresUrl;
 
 /// At most this many digests in one batch-get.
 pub const MAX_BATCH_DIGESTS: usize = 1000;
@@ -48,40 +54,159 @@ pub const MAX_COMMITS_LIMIT: u32 = 1000;
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// The longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
-/// How long a write waits for another process holding the database before answering 503.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 type R<T> = std::result::Result<T, ApiError>;
 
-/// The platform's state in one SQLite file. Cheap to share: it is `Sync`, and callers from
-/// several threads take turns on its one connection.
+/// Where the platform's state lives: `--store` of `defsync serve`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// A SQLite file, created with its folders if missing.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, from a `postgres://` or `postgresql://` URL.
+    Postgres(PostgresUrl),
+}
+
+impl StoreLocation {
+    /// A `postgres://` or `postgresql://` URL is PostgreSQL; anything else is a SQLite path.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if postgres::is_postgres_url(s) {
+            PostgresUrl::parse(s).map(StoreLocation::Postgres)
+        } else if s.trim().is_empty() {
+            Err("the store is empty: give a SQLite file path or a postgres:// URL".into())
+        } else {
+            Ok(StoreLocation::Sqlite(PathBuf::from(s)))
+        }
+    }
+}
+
+impl std::str::FromStr for StoreLocation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        StoreLocation::parse(s)
+    }
+}
+
+/// A PostgreSQL URL shows without its password.
+impl std::fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::Sqlite(path) => write!(f, "{}", path.display()),
+            StoreLocation::Postgres(url) => write!(f, "{url}"),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+/// The platform's state, in a SQLite file or a PostgreSQL database. Cheap to share: it is
+/// `Sync`; SQLite callers take turns on its one connection, PostgreSQL ones take a connection
+/// from a pool.
 pub struct Store {
-    conn: Mutex<Connection>,
+    backend: Backend,
     /// Whether commits whose origin is not `git` queue a dispatch of the pull workflow (see
     /// [`Store::set_dispatch_outbox`]).
     outbox: AtomicBool,
 }
 
+enum Backend {
+    Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").finish_non_exhaustive()
+        let backend = match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        };
+        f.debug_struct("Store").field("backend", &backend).finish_non_exhaustive()
     }
 }
 
-/// SQLite failures are the platform's own: 503 when another writer holds the database too long
-/// (so clients retry), 500 otherwise.
-impl From<rusqlite::Error> for ApiError {
-    fn from(e: rusqlite::Error) -> Self {
-        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
-        match e.sqlite_error_code() {
-            Some(DatabaseBusy | DatabaseLocked) => {
-                let mut err = ApiError::new(503, "unavailable", "the store is busy; try again");
-                err.retry_after = Some(1);
-                err
-            }
-            _ => ApiError::new(500, "internal", format!("store error: {e}")),
-        }
-    }
+/// Whether a transaction only reads (one consistent snapshot) or writes (the rows it reads
+/// before writing stay as read until it ends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TxKind {
+    Read,
+    Write,
+}
+
+/// A key: `(kind, name)`.
+pub(crate) type Key<'a> = (&'a str, &'a str);
+/// A put of a commit: its key and its definition.
+pub(crate) type Put<'a> = (&'a str, &'a str, &'a PreparedPut);
+
+/// The storage primitives the rules use, inside one transaction of a backend. In a write
+/// transaction, [`Tx::project`] locks the project's row, so two writes to one project (from
+/// any process) take turns and each sees the other's result.
+pub(crate) trait Tx {
+    fn schema_version(&mut self) -> R<i64>;
+
+    fn project(&mut self, id: &str) -> R<Option<ProjectRow>>;
+    /// Creates the project (`true`) or renames it (`false`).
+    fn upsert_project(&mut self, id: &str, name: &str, created_at: &str) -> R<bool>;
+    fn set_head(&mut self, pid: i64, seq: i64) -> R<()>;
+
+    fn commit_by_seq(&mut self, pid: i64, seq: i64) -> R<Option<Commit>>;
+    fn commit_by_id(&mut self, pid: i64, id: &str) -> R<Option<Commit>>;
+    fn commits_after(&mut self, pid: i64, after_seq: i64, limit: u32) -> R<Vec<Commit>>;
+    /// `origin` is the commit's origin as JSON.
+    fn insert_commit(&mut self, pid: i64, commit: &Commit, origin: &str) -> R<()>;
+
+    /// The live digest of each key at the head, in the order of `keys`. The primitives on keys
+    /// take a whole commit's keys at once, so a commit of 10,000 changes costs a few
+    /// statements, not 40,000 round trips to a database server.
+    fn live_digests(&mut self, pid: i64, keys: &[Key<'_>]) -> R<Vec<Option<String>>>;
+    /// Ends the live version of each key at `seq`.
+    fn close_entries(&mut self, pid: i64, keys: &[Key<'_>], seq: i64) -> R<()>;
+    /// Opens each key's new version at `seq`, and keeps its definition (one stored already
+    /// stays as it is).
+    fn open_entries(&mut self, pid: i64, puts: &[Put<'_>], seq: i64) -> R<()>;
+    /// The manifest at `seq`, in manifest order; `None`: the head's.
+    fn manifest(&mut self, pid: i64, seq: Option<i64>) -> R<Vec<ManifestEntry>>;
+    /// `(kind, name, spec as sent, size)` of a stored definition.
+    fn object(&mut self, pid: i64, digest: &str) -> R<Option<(String, String, String, i64)>>;
+
+    fn record(&mut self, pid: i64) -> R<Option<RecordRow>>;
+    fn put_record(&mut self, pid: i64, record: &RecordRow) -> R<()>;
+    /// A git commit moved the record to `commit` (never back in `seq`), with a new tag.
+    fn record_git_commit(&mut self, pid: i64, commit: &Commit) -> R<()>;
+    fn base(&mut self, pid: i64) -> R<Vec<BaseEntry>>;
+    /// Sets each key's base digest.
+    fn base_set(&mut self, pid: i64, entries: &[(Key<'_>, String)]) -> R<()>;
+    fn base_remove(&mut self, pid: i64, keys: &[Key<'_>]) -> R<()>;
+    fn base_clear(&mut self, pid: i64) -> R<()>;
+
+    /// `(body_sha256, commit_seq, created_unix)` of an idempotency key.
+    fn idempotency(&mut self, pid: i64, key: &str) -> R<Option<(Vec<u8>, i64, i64)>>;
+    fn put_idempotency(&mut self, pid: i64, key: &str, body_sha256: &[u8], seq: i64, now_unix: i64) -> R<()>;
+    fn expire_idempotency(&mut self, before_unix: i64) -> R<()>;
+
+    fn enqueue_dispatch(&mut self, pid: i64, commit: &Commit, now_ms: i64) -> R<()>;
+    /// For each project, its newest pending row due at `now_ms`, locked against other
+    /// claimers (which skip it): `(id, pid, project, seq, commit_id, attempts)`.
+    fn due_dispatches(&mut self, now_ms: i64) -> R<Vec<outbox::DueRow>>;
+    /// Marks the project's pending rows older than `seq` coalesced into `into`; their commits.
+    fn coalesce_dispatches(&mut self, pid: i64, seq: i64, done_at: &str, into: &str) -> R<Vec<String>>;
+    fn schedule_dispatch(&mut self, id: i64, attempts: u32, next_attempt_ms: i64) -> R<()>;
+    fn dispatch_attempts(&mut self, id: i64) -> R<Option<i64>>;
+    /// Whether the row exists.
+    fn dispatch_done(&mut self, id: i64, done_at: &str, run_id: Option<i64>, run_url: Option<&str>) -> R<bool>;
+    fn dispatch_failed(&mut self, id: i64, error: &str, done_at: &str) -> R<()>;
+    fn dispatch_retry(&mut self, id: i64, error: &str, next_attempt_ms: i64) -> R<()>;
+    fn outbox(&mut self, project: Option<&str>) -> R<Vec<OutboxEntry>>;
+    fn outbox_counts(&mut self) -> R<Vec<(String, i64)>>;
+
+    /// Whether it was inserted: `false` when the name is taken.
+    fn insert_key(&mut self, key: &keys::KeyRow) -> R<bool>;
+    fn key_by_name(&mut self, name: &str) -> R<Option<StoredKey>>;
+    fn key_by_hash(&mut self, hash: &str) -> R<Option<StoredKey>>;
+    fn keys(&mut self) -> R<Vec<StoredKey>>;
+    fn revoke_key(&mut self, name: &str, at: &str) -> R<()>;
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
@@ -97,6 +222,7 @@ fn internal(message: impl Into<String>) -> ApiError {
 }
 
 /// One problem with one key of a request, for the `details` of a 422 `invalid`.
+#[derive(Clone)]
 struct Detail {
     kind: String,
     name: String,
@@ -126,14 +252,14 @@ pub fn validate_project_id(id: &str) -> Result<(), String> {
     }
 }
 
-struct ProjectRow {
+pub(crate) struct ProjectRow {
     pid: i64,
     id: String,
     name: String,
     head_seq: i64,
 }
 
-struct RecordRow {
+pub(crate) struct RecordRow {
     record: SyncRecord,
     salt: String,
     version: i64,
@@ -149,100 +275,50 @@ fn etag_of(record: Option<&RecordRow>) -> ETag {
     record.map_or_else(ETag::none, RecordRow::etag)
 }
 
-fn project_row(conn: &Connection, project: &str) -> R<ProjectRow> {
-    conn.prepare_cached("SELECT pid, id, name, head_seq FROM projects WHERE id = ?1")?
-        .query_row([project], |r| {
-            Ok(ProjectRow { pid: r.get(0)?, id: r.get(1)?, name: r.get(2)?, head_seq: r.get(3)? })
-        })
-        .optional()?
-        .ok_or_else(|| not_found(format!("no project {project:?} on this platform")))
+fn project_row(tx: &mut dyn Tx, project: &str) -> R<ProjectRow> {
+    tx.project(project)?.ok_or_else(|| not_found(format!("no project {project:?} on this platform")))
 }
 
-fn conversion_error(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+fn stored(what: &str, e: impl std::fmt::Display) -> ApiError {
+    internal(format!("the store holds a bad {what}: {e}"))
 }
 
-fn digest_column(r: &Row, i: usize) -> rusqlite::Result<Digest> {
-    let s: String = r.get(i)?;
-    Digest::parse(&s).map_err(|e| conversion_error(std::io::Error::other(e)))
+fn parse_digest(s: &str) -> R<Digest> {
+    Digest::parse(s).map_err(|e| stored("digest", e))
 }
 
-const COMMIT_COLUMNS: &str = "id, seq, parent, created_at, message, origin";
+fn parse_direction(s: &str) -> R<Direction> {
+    serde_json::from_value(Value::String(s.to_owned())).map_err(|e| stored("direction", e))
+}
 
-fn commit_from_row(r: &Row) -> rusqlite::Result<Commit> {
-    let origin: String = r.get(5)?;
+/// A commit from its stored columns; `origin` is JSON.
+fn commit_of(
+    id: String,
+    seq: i64,
+    parent: Option<String>,
+    created_at: String,
+    message: String,
+    origin: &str,
+) -> R<Commit> {
     Ok(Commit {
-        id: r.get(0)?,
-        seq: r.get::<_, i64>(1)? as u64,
-        parent: r.get(2)?,
-        created_at: r.get(3)?,
-        message: r.get(4)?,
-        origin: serde_json::from_str(&origin).map_err(conversion_error)?,
+        id,
+        seq: seq as u64,
+        parent,
+        created_at,
+        message,
+        origin: serde_json::from_str(origin).map_err(|e| stored("commit origin", e))?,
     })
 }
 
-fn commit_by_seq(conn: &Connection, pid: i64, seq: i64) -> R<Option<Commit>> {
-    Ok(conn
-        .prepare_cached(&format!("SELECT {COMMIT_COLUMNS} FROM commits WHERE pid = ?1 AND seq = ?2"))?
-        .query_row(params![pid, seq], commit_from_row)
-        .optional()?)
-}
-
-fn commit_by_id(conn: &Connection, pid: i64, id: &str) -> R<Option<Commit>> {
-    Ok(conn
-        .prepare_cached(&format!("SELECT {COMMIT_COLUMNS} FROM commits WHERE pid = ?1 AND id = ?2"))?
-        .query_row(params![pid, id], commit_from_row)
-        .optional()?)
-}
-
-fn head(conn: &Connection, p: &ProjectRow) -> R<Option<Commit>> {
+fn head(tx: &mut dyn Tx, p: &ProjectRow) -> R<Option<Commit>> {
     if p.head_seq == 0 {
         return Ok(None);
     }
-    commit_by_seq(conn, p.pid, p.head_seq)?
-        .map(Some)
-        .ok_or_else(|| internal("the head commit is missing from the store"))
-}
-
-fn direction_from_str(s: &str) -> rusqlite::Result<Direction> {
-    serde_json::from_value(Value::String(s.to_owned())).map_err(conversion_error)
-}
-
-fn record_row(conn: &Connection, pid: i64) -> R<Option<RecordRow>> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT repository, ref, path, direction, commit_id, seq, git_commit, updated_at, etag_salt, etag_version
-             FROM sync_records WHERE pid = ?1",
-        )?
-        .query_row([pid], |r| {
-            Ok(RecordRow {
-                record: SyncRecord {
-                    repository: r.get(0)?,
-                    git_ref: r.get(1)?,
-                    path: r.get(2)?,
-                    direction: direction_from_str(&r.get::<_, String>(3)?)?,
-                    commit: r.get(4)?,
-                    seq: r.get::<_, i64>(5)? as u64,
-                    git_commit: r.get(6)?,
-                    updated_at: r.get(7)?,
-                },
-                salt: r.get(8)?,
-                version: r.get(9)?,
-            })
-        })
-        .optional()?)
-}
-
-/// The live digest of a key at the head.
-fn live_digest(conn: &Connection, pid: i64, kind: &str, name: &str) -> R<Option<String>> {
-    Ok(conn
-        .prepare_cached("SELECT digest FROM entries WHERE pid = ?1 AND kind = ?2 AND name = ?3 AND to_seq IS NULL")?
-        .query_row(params![pid, kind, name], |r| r.get(0))
-        .optional()?)
+    tx.commit_by_seq(p.pid, p.head_seq)?.map(Some).ok_or_else(|| internal("the head commit is missing from the store"))
 }
 
 /// A change of a commit request, checked and hashed before the write lock is taken.
-struct Prepared {
+pub(crate) struct Prepared {
     kind: String,
     name: String,
     /// `None` for a delete.
@@ -251,7 +327,7 @@ struct Prepared {
     valid: bool,
 }
 
-struct PreparedPut {
+pub(crate) struct PreparedPut {
     digest: Digest,
     size: i64,
     /// The spec as sent (key order kept).
@@ -324,37 +400,52 @@ fn link_text(repository: &str, git_ref: &str, path: &str) -> String {
 }
 
 impl Store {
-    /// Opens (creating it, and its parent folders, if needed) the store at `path`.
+    /// Opens (creating it, and its parent folders, if needed) the SQLite store at `path`.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        use anyhow::Context as _;
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create the folder {}", parent.display()))?;
-        }
-        let mut conn = Connection::open(path).with_context(|| format!("cannot open the store {}", path.display()))?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            anyhow::bail!("the store {} cannot use write-ahead logging (journal mode {mode})", path.display());
-        }
-        // FULL: a commit acknowledged to a client survives a power cut, not only a process crash.
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.set_prepared_statement_cache_capacity(64);
-        schema::migrate(&mut conn).with_context(|| format!("cannot set up the store {}", path.display()))?;
-        Ok(Store { conn: Mutex::new(conn), outbox: AtomicBool::new(false) })
+        Ok(Store::with(Backend::Sqlite(sqlite::Sqlite::open(path)?)))
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock dropped its transaction, which rolled back: the
-        // connection is still sound.
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    /// Opens the store at `location`, migrating its schema if needed.
+    pub fn open_location(location: &StoreLocation) -> anyhow::Result<Self> {
+        match location {
+            StoreLocation::Sqlite(path) => Store::open(path),
+            StoreLocation::Postgres(url) => Ok(Store::with(Backend::Postgres(postgres::Postgres::open(url)?))),
+        }
+    }
+
+    fn with(backend: Backend) -> Self {
+        Store { backend, outbox: AtomicBool::new(false) }
+    }
+
+    /// Runs `f` in one transaction, committed when it returns `Ok`. It may run more than once:
+    /// PostgreSQL aborts a transaction that raced another, and it is then run again.
+    fn transaction<T>(&self, kind: TxKind, mut f: impl FnMut(&mut dyn Tx) -> R<T>) -> R<T> {
+        match &self.backend {
+            Backend::Sqlite(b) => b.transaction(kind, &mut f),
+            Backend::Postgres(b) => b.transaction(kind, &mut f),
+        }
+    }
+
+    fn read<T>(&self, f: impl FnMut(&mut dyn Tx) -> R<T>) -> R<T> {
+        self.transaction(TxKind::Read, f)
+    }
+
+    fn write<T>(&self, f: impl FnMut(&mut dyn Tx) -> R<T>) -> R<T> {
+        self.transaction(TxKind::Write, f)
+    }
+
+    /// Runs `sql` outside the rules, for tests that age or inspect rows.
+    #[cfg(test)]
+    pub(crate) fn execute_for_test(&self, sql: &str) {
+        match &self.backend {
+            Backend::Sqlite(b) => b.execute_for_test(sql),
+            Backend::Postgres(b) => b.execute_for_test(sql),
+        }
     }
 
     /// Whether the store answers: a read of the schema version, for `GET /healthz`.
     pub fn ping(&self) -> R<()> {
-        let conn = self.lock();
-        conn.prepare_cached("SELECT version FROM schema_version")?.query_row([], |r| r.get::<_, i64>(0))?;
-        Ok(())
+        self.read(|tx| tx.schema_version()).map(drop)
     }
 
     /// Creates (`true`) or renames (`false`) a project.
@@ -363,40 +454,27 @@ impl Store {
         if name.chars().count() > 200 || name.chars().any(char::is_control) {
             return Err(invalid("a project name has at most 200 characters and no control characters"));
         }
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let updated = tx.execute("UPDATE projects SET name = ?2 WHERE id = ?1", params![project, name])?;
-        let created = updated == 0;
-        if created {
-            tx.execute(
-                "INSERT INTO projects (id, name, head_seq, created_at) VALUES (?1, ?2, 0, ?3)",
-                params![project, name, clock::now_rfc3339()],
-            )?;
-        }
-        let (p, _) = read_project(&tx, project)?;
-        tx.commit()?;
-        Ok((p, created))
+        self.write(|tx| {
+            let created = tx.upsert_project(project, name, &clock::now_rfc3339())?;
+            let (p, _) = read_project(tx, project)?;
+            Ok((p, created))
+        })
     }
 
     /// The project, its head and record, and the record's entity tag.
     pub fn project(&self, project: &str) -> R<(Project, ETag)> {
-        let mut conn = self.lock();
         // One read transaction: the head, record and tag come from the same snapshot.
-        let tx = conn.transaction()?;
-        read_project(&tx, project)
+        self.read(|tx| read_project(tx, project))
     }
 
     /// The base, sorted like a manifest, with the record's entity tag.
     pub fn base(&self, project: &str) -> R<(Base, ETag)> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let p = project_row(&tx, project)?;
-        let record = record_row(&tx, p.pid)?;
-        let mut stmt = tx.prepare_cached("SELECT kind, name, digest FROM base WHERE pid = ?1 ORDER BY kind, name")?;
-        let entries = stmt
-            .query_map([p.pid], |r| Ok(BaseEntry { kind: r.get(0)?, name: r.get(1)?, digest: digest_column(r, 2)? }))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok((Base { entries }, etag_of(record.as_ref())))
+        self.read(|tx| {
+            let p = project_row(tx, project)?;
+            let record = tx.record(p.pid)?;
+            let entries = tx.base(p.pid)?;
+            Ok((Base { entries }, etag_of(record.as_ref())))
+        })
     }
 
     /// Commits after `after_seq`, ascending. `limit` 0 means the default (100); above 1000 it is
@@ -406,54 +484,30 @@ impl Store {
             0 => DEFAULT_COMMITS_LIMIT,
             n => n.min(MAX_COMMITS_LIMIT),
         };
-        let conn = self.lock();
-        let p = project_row(&conn, project)?;
         let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {COMMIT_COLUMNS} FROM commits WHERE pid = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
-        ))?;
-        let commits =
-            stmt.query_map(params![p.pid, after, limit], commit_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(Commits { commits })
+        self.read(|tx| {
+            let p = project_row(tx, project)?;
+            Ok(Commits { commits: tx.commits_after(p.pid, after, limit)? })
+        })
     }
 
     pub fn commit(&self, project: &str, commit: &str) -> R<Commit> {
-        let conn = self.lock();
-        let p = project_row(&conn, project)?;
-        commit_by_id(&conn, p.pid, commit)?.ok_or_else(|| unknown_commit(project, commit))
+        self.read(|tx| {
+            let p = project_row(tx, project)?;
+            tx.commit_by_id(p.pid, commit)?.ok_or_else(|| unknown_commit(project, commit))
+        })
     }
 
     /// The manifest of a commit, sorted by kind then name (UTF-8 bytes).
     pub fn manifest(&self, project: &str, commit: &str) -> R<Manifest> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let p = project_row(&tx, project)?;
-        let c = commit_by_id(&tx, p.pid, commit)?.ok_or_else(|| unknown_commit(project, commit))?;
-        let seq = c.seq as i64;
-        let map = |r: &Row| {
-            Ok(ManifestEntry {
-                kind: r.get(0)?,
-                name: r.get(1)?,
-                digest: digest_column(r, 2)?,
-                size: r.get::<_, i64>(3)? as u64,
-            })
-        };
-        let entries = if seq == p.head_seq {
-            // The head's manifest is the live rows: the partial index gives them in order.
-            tx.prepare_cached(
-                "SELECT kind, name, digest, size FROM entries WHERE pid = ?1 AND to_seq IS NULL ORDER BY kind, name",
-            )?
-            .query_map([p.pid], map)?
-            .collect::<rusqlite::Result<Vec<_>>>()?
-        } else {
-            tx.prepare_cached(
-                "SELECT kind, name, digest, size FROM entries INDEXED BY entries_history
-                 WHERE pid = ?1 AND from_seq <= ?2 AND (to_seq IS NULL OR to_seq > ?2) ORDER BY kind, name",
-            )?
-            .query_map(params![p.pid, seq], map)?
-            .collect::<rusqlite::Result<Vec<_>>>()?
-        };
-        Ok(Manifest { commit: c, entries })
+        self.read(|tx| {
+            let p = project_row(tx, project)?;
+            let c = tx.commit_by_id(p.pid, commit)?.ok_or_else(|| unknown_commit(project, commit))?;
+            let seq = c.seq as i64;
+            // The head's manifest is the live rows, which an index gives in order.
+            let entries = tx.manifest(p.pid, (seq != p.head_seq).then_some(seq))?;
+            Ok(Manifest { commit: c, entries })
+        })
     }
 
     /// `body` is the request body as sent, a `BatchGetRequest`. At most 1000 digests, and at
@@ -468,43 +522,36 @@ impl Store {
                 req.digests.len()
             )));
         }
-        let conn = self.lock();
-        let p = project_row(&conn, project)?;
-        let mut stmt =
-            conn.prepare_cached("SELECT kind, name, spec, size FROM objects WHERE pid = ?1 AND digest = ?2")?;
-        let mut seen = HashSet::with_capacity(req.digests.len());
-        let mut objects = Vec::with_capacity(req.digests.len());
-        let mut missing = Vec::new();
-        let mut total: u64 = 0;
-        for digest in req.digests {
-            if !seen.insert(digest.clone()) {
-                continue;
+        self.read(|tx| {
+            let p = project_row(tx, project)?;
+            let mut seen = HashSet::with_capacity(req.digests.len());
+            let mut objects = Vec::with_capacity(req.digests.len());
+            let mut missing = Vec::new();
+            let mut total: u64 = 0;
+            for digest in &req.digests {
+                if !seen.insert(digest.clone()) {
+                    continue;
+                }
+                let Some((kind, name, spec, size)) = tx.object(p.pid, &digest.to_string())? else {
+                    missing.push(digest.clone());
+                    continue;
+                };
+                total += size as u64;
+                if total > MAX_BATCH_BYTES {
+                    return Err(invalid(format!(
+                        "the objects asked for are over {MAX_BATCH_BYTES} bytes of canonical forms; ask for fewer at a time"
+                    )));
+                }
+                let spec: Value =
+                    serde_json::from_str(&spec).map_err(|e| internal(format!("stored spec of {digest}: {e}")))?;
+                objects.push(Object { digest: digest.clone(), kind, name, spec });
             }
-            let row = stmt
-                .query_row(params![p.pid, digest.to_string()], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
-                })
-                .optional()?;
-            let Some((kind, name, spec, size)) = row else {
-                missing.push(digest);
-                continue;
-            };
-            total += size as u64;
-            if total > MAX_BATCH_BYTES {
-                return Err(invalid(format!(
-                    "the objects asked for are over {MAX_BATCH_BYTES} bytes of canonical forms; ask for fewer at a time"
-                )));
-            }
-            let spec: Value =
-                serde_json::from_str(&spec).map_err(|e| internal(format!("stored spec of {digest}: {e}")))?;
-            objects.push(Object { digest, kind, name, spec });
-        }
-        Ok(BatchGetResponse { objects, missing })
+            Ok(BatchGetResponse { objects, missing })
+        })
     }
 
     fn project_exists(&self, project: &str) -> R<()> {
-        let conn = self.lock();
-        project_row(&conn, project).map(drop)
+        self.read(|tx| project_row(tx, project).map(drop))
     }
 
     /// `body` is the request body as sent (a `CreateCommit`): idempotency compares these bytes.
@@ -523,22 +570,18 @@ impl Store {
         let req: CreateCommit = strict::parse(body).map_err(invalid)?;
         validate_origin(&req.origin)?;
         let CreateCommit { parent, message, origin, changes } = req;
-        let (prepared, mut details) = prepare_changes(changes);
+        let (prepared, details) = prepare_changes(changes);
         let body_sha256 = Sha256::digest(body).to_vec();
         let now_unix = clock::unix_now();
+        let outbox = self.outbox.load(Ordering::Relaxed);
+        let commit_id = clock::new_commit_id();
+        self.write(|tx| {
+            let mut details = details.clone();
+            // Locks the project's row: the checks below hold until the commit is written.
+            let p = project_row(tx, project)?;
 
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let p = project_row(&tx, project)?;
-
-        if let Some(key) = idempotency_key {
-            let earlier: Option<(Vec<u8>, i64, i64)> = tx
-                .prepare_cached(
-                    "SELECT body_sha256, commit_seq, created_unix FROM idempotency WHERE pid = ?1 AND key = ?2",
-                )?
-                .query_row(params![p.pid, key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .optional()?;
-            if let Some((sha, seq, created)) = earlier
+            if let Some(key) = idempotency_key
+                && let Some((sha, seq, created)) = tx.idempotency(p.pid, key)?
                 && now_unix - created < IDEMPOTENCY_TTL.as_secs() as i64
             {
                 if sha != body_sha256 {
@@ -549,127 +592,97 @@ impl Store {
                     ));
                 }
                 // The same request again: the first answer, and nothing written.
-                return commit_by_seq(&tx, p.pid, seq)?
+                return tx
+                    .commit_by_seq(p.pid, seq)?
                     .ok_or_else(|| internal("the commit of an idempotency key is missing"));
             }
-        }
 
-        let head = head(&tx, &p)?;
-        let record = record_row(&tx, p.pid)?;
-        if origin.kind == OriginType::Git {
-            check_link(project, &origin, record.as_ref())?;
-        }
-        if parent.as_deref() != head.as_ref().map(|c| c.id.as_str()) {
-            let message = match (&parent, &head) {
-                (_, Some(h)) => format!("the head moved: it is {} (seq {}), not the parent sent", h.id, h.seq),
-                (Some(_), None) => "the head moved: the project has no commit yet, so parent must be null".into(),
-                (None, None) => unreachable!("equal parents"),
-            };
-            return Err(ApiError::new(409, "head_moved", message)
-                .with("head", serde_json::to_value(&head).unwrap_or(Value::Null)));
-        }
-
-        // Which changes change something, and deletes of keys that do not exist.
-        let mut effective = Vec::with_capacity(prepared.len());
-        for (i, change) in prepared.iter().enumerate() {
-            if !change.valid {
-                continue;
+            let head = head(tx, &p)?;
+            let record = tx.record(p.pid)?;
+            if origin.kind == OriginType::Git {
+                check_link(project, &origin, record.as_ref())?;
             }
-            let current = live_digest(&tx, p.pid, &change.kind, &change.name)?;
-            match (&change.put, current) {
-                (None, None) => details.push(Detail {
-                    kind: change.kind.clone(),
-                    name: change.name.clone(),
-                    message: "cannot delete it: the key does not exist at the head".into(),
-                }),
-                (None, Some(_)) => effective.push(i),
-                (Some(put), current) if current.as_deref() == Some(put.digest.to_string().as_str()) => {}
-                (Some(_), _) => effective.push(i),
+            if parent.as_deref() != head.as_ref().map(|c| c.id.as_str()) {
+                let message = match (&parent, &head) {
+                    (_, Some(h)) => format!("the head moved: it is {} (seq {}), not the parent sent", h.id, h.seq),
+                    (Some(_), None) => "the head moved: the project has no commit yet, so parent must be null".into(),
+                    (None, None) => unreachable!("equal parents"),
+                };
+                return Err(ApiError::new(409, "head_moved", message)
+                    .with("head", serde_json::to_value(&head).unwrap_or(Value::Null)));
             }
-        }
-        if !details.is_empty() {
-            return Err(invalid_details("the commit is invalid", details));
-        }
-        if effective.is_empty() {
-            return Err(ApiError::new(
-                422,
-                "empty_commit",
-                "the changes would change nothing: every put equals the head's definition",
-            ));
-        }
 
-        let seq = p.head_seq + 1;
-        let commit = Commit {
-            id: clock::new_commit_id(),
-            seq: seq as u64,
-            parent,
-            created_at: clock::rfc3339(now_unix),
-            message,
-            origin,
-        };
-        let origin_json = serde_json::to_string(&commit.origin).map_err(|e| internal(e.to_string()))?;
-        tx.prepare_cached(
-            "INSERT INTO commits (pid, seq, id, parent, created_at, message, origin) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![p.pid, seq, commit.id, commit.parent, commit.created_at, commit.message, origin_json])?;
-        {
-            let mut close = tx.prepare_cached(
-                "UPDATE entries SET to_seq = ?4 WHERE pid = ?1 AND kind = ?2 AND name = ?3 AND to_seq IS NULL",
-            )?;
-            let mut open = tx.prepare_cached(
-                "INSERT INTO entries (pid, kind, name, digest, size, from_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            let mut object = tx.prepare_cached(
-                "INSERT OR IGNORE INTO objects (pid, digest, kind, name, spec, size) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for &i in &effective {
-                let c = &prepared[i];
-                close.execute(params![p.pid, c.kind, c.name, seq])?;
-                if let Some(put) = &c.put {
-                    open.execute(params![p.pid, c.kind, c.name, put.digest.to_string(), put.size, seq])?;
-                    object.execute(params![p.pid, put.digest.to_string(), c.kind, c.name, put.spec_json, put.size])?;
+            // Which changes change something, and deletes of keys that do not exist.
+            let valid: Vec<&Prepared> = prepared.iter().filter(|c| c.valid).collect();
+            let keys: Vec<Key<'_>> = valid.iter().map(|c| (c.kind.as_str(), c.name.as_str())).collect();
+            let current = tx.live_digests(p.pid, &keys)?;
+            let mut effective = Vec::with_capacity(valid.len());
+            for (change, current) in valid.into_iter().zip(current) {
+                match (&change.put, current) {
+                    (None, None) => details.push(Detail {
+                        kind: change.kind.clone(),
+                        name: change.name.clone(),
+                        message: "cannot delete it: the key does not exist at the head".into(),
+                    }),
+                    (None, Some(_)) => effective.push(change),
+                    (Some(put), current) if current.as_deref() == Some(put.digest.to_string().as_str()) => {}
+                    (Some(_), _) => effective.push(change),
                 }
             }
-        }
-        tx.prepare_cached("UPDATE projects SET head_seq = ?2 WHERE pid = ?1")?.execute(params![p.pid, seq])?;
-        if commit.origin.kind != OriginType::Git && self.outbox.load(Ordering::Relaxed) {
-            // In the commit's own transaction: a commit acknowledged to the dashboard always has
-            // its dispatch queued, whenever the process dies. A replay returned earlier, above.
-            outbox::enqueue(&tx, p.pid, &commit)?;
-        }
-
-        if commit.origin.kind == OriginType::Git {
-            // The keys of a git commit now agree between the branch and the platform.
-            tx.prepare_cached(
-                "UPDATE sync_records SET commit_id = ?2, seq = MAX(seq, ?3), git_commit = ?4, updated_at = ?5,
-                 etag_version = etag_version + 1 WHERE pid = ?1",
-            )?
-            .execute(params![p.pid, commit.id, seq, commit.origin.git_commit, commit.created_at])?;
-            let mut set = tx.prepare_cached(
-                "INSERT INTO base (pid, kind, name, digest) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (pid, kind, name) DO UPDATE SET digest = excluded.digest",
-            )?;
-            let mut remove = tx.prepare_cached("DELETE FROM base WHERE pid = ?1 AND kind = ?2 AND name = ?3")?;
-            for c in &prepared {
-                match &c.put {
-                    Some(put) => set.execute(params![p.pid, c.kind, c.name, put.digest.to_string()])?,
-                    None => remove.execute(params![p.pid, c.kind, c.name])?,
-                };
+            if !details.is_empty() {
+                return Err(invalid_details("the commit is invalid", details));
             }
-        }
+            if effective.is_empty() {
+                return Err(ApiError::new(
+                    422,
+                    "empty_commit",
+                    "the changes would change nothing: every put equals the head's definition",
+                ));
+            }
 
-        if let Some(key) = idempotency_key {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO idempotency (pid, key, body_sha256, commit_seq, created_unix)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![p.pid, key, body_sha256, seq, now_unix])?;
-        }
-        // Forget expired keys as we go, so the table stays as small as a day of commits.
-        tx.prepare_cached("DELETE FROM idempotency WHERE created_unix < ?1")?
-            .execute([now_unix - IDEMPOTENCY_TTL.as_secs() as i64])?;
-        tx.commit()?;
-        Ok(commit)
+            let seq = p.head_seq + 1;
+            let commit = Commit {
+                id: commit_id.clone(),
+                seq: seq as u64,
+                parent: parent.clone(),
+                created_at: clock::rfc3339(now_unix),
+                message: message.clone(),
+                origin: origin.clone(),
+            };
+            let origin_json = serde_json::to_string(&commit.origin).map_err(|e| internal(e.to_string()))?;
+            tx.insert_commit(p.pid, &commit, &origin_json)?;
+            let keys: Vec<Key<'_>> = effective.iter().map(|c| (c.kind.as_str(), c.name.as_str())).collect();
+            tx.close_entries(p.pid, &keys, seq)?;
+            let puts: Vec<Put<'_>> =
+                effective.iter().filter_map(|c| Some((c.kind.as_str(), c.name.as_str(), c.put.as_ref()?))).collect();
+            tx.open_entries(p.pid, &puts, seq)?;
+            tx.set_head(p.pid, seq)?;
+            if commit.origin.kind != OriginType::Git && outbox {
+                // In the commit's own transaction: a commit acknowledged to the dashboard always
+                // has its dispatch queued, whenever the process dies. A replay returned earlier.
+                tx.enqueue_dispatch(p.pid, &commit, outbox::now_ms())?;
+            }
+
+            if commit.origin.kind == OriginType::Git {
+                // The keys of a git commit now agree between the branch and the platform.
+                tx.record_git_commit(p.pid, &commit)?;
+                let (set, removed): (Vec<&Prepared>, Vec<&Prepared>) = prepared.iter().partition(|c| c.put.is_some());
+                let set: Vec<(Key<'_>, String)> = set
+                    .iter()
+                    .filter_map(|c| Some(((c.kind.as_str(), c.name.as_str()), c.put.as_ref()?.digest.to_string())))
+                    .collect();
+                let removed: Vec<Key<'_>> = removed.iter().map(|c| (c.kind.as_str(), c.name.as_str())).collect();
+                tx.base_set(p.pid, &set)?;
+                tx.base_remove(p.pid, &removed)?;
+            }
+
+            if let Some(key) = idempotency_key {
+                tx.put_idempotency(p.pid, key, &body_sha256, seq, now_unix)?;
+            }
+            // Forget expired keys as we go, so the table stays as small as a day of commits.
+            tx.expire_idempotency(now_unix - IDEMPOTENCY_TTL.as_secs() as i64)?;
+            Ok(commit)
+        })
     }
 
     /// `body` is a `PutSync`; `if_match` the `If-Match` header, which must be the current tag.
@@ -704,101 +717,82 @@ impl Store {
                 });
             }
         }
+        let new_salt = clock::new_salt();
 
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let p = project_row(&tx, project)?;
-        let current = record_row(&tx, p.pid)?;
-        let etag = etag_of(current.as_ref());
-        if if_match != etag.0 {
-            return Err(ApiError::new(
-                412,
-                "precondition_failed",
-                "the sync record or base changed since it was read (stale If-Match): read them again and re-plan",
-            ));
-        }
-        let record_seq = current.as_ref().map_or(0, |r| r.record.seq);
-        let (commit_id, seq) = match &req.commit {
-            Some(id) => {
-                let c = commit_by_id(&tx, p.pid, id)?.ok_or_else(|| unknown_commit(project, id))?;
-                if c.seq < record_seq {
-                    return Err(ApiError::new(
-                        409,
-                        "sync_regression",
-                        format!(
-                            "commit {id} has seq {}, lower than the record's seq {record_seq}: the record never goes back",
-                            c.seq
-                        ),
-                    ));
+        self.write(|tx| {
+            // Locks the project's row: the tag compared below is the one replaced.
+            let p = project_row(tx, project)?;
+            let current = tx.record(p.pid)?;
+            let etag = etag_of(current.as_ref());
+            if if_match != etag.0 {
+                return Err(ApiError::new(
+                    412,
+                    "precondition_failed",
+                    "the sync record or base changed since it was read (stale If-Match): read them again and re-plan",
+                ));
+            }
+            let record_seq = current.as_ref().map_or(0, |r| r.record.seq);
+            let (commit_id, seq) = match &req.commit {
+                Some(id) => {
+                    let c = tx.commit_by_id(p.pid, id)?.ok_or_else(|| unknown_commit(project, id))?;
+                    if c.seq < record_seq {
+                        return Err(ApiError::new(
+                            409,
+                            "sync_regression",
+                            format!(
+                                "commit {id} has seq {}, lower than the record's seq {record_seq}: the record never goes back",
+                                c.seq
+                            ),
+                        ));
+                    }
+                    (Some(c.id), c.seq)
                 }
-                (Some(c.id), c.seq)
+                None => (current.as_ref().and_then(|r| r.record.commit.clone()), record_seq),
+            };
+            // Contract v1.1: a base digest need not be an object of the project. A push that
+            // defers to the platform records Git's version, which the platform never saw.
+            if !details.is_empty() {
+                return Err(invalid_details("the base is invalid", details.clone()));
             }
-            None => (current.as_ref().and_then(|r| r.record.commit.clone()), record_seq),
-        };
-        // Contract v1.1: a base digest need not be an object of the project. A push that defers
-        // to the platform records Git's version, which the platform never saw.
-        if !details.is_empty() {
-            return Err(invalid_details("the base is invalid", details));
-        }
 
-        // A Git commit belongs to the link it was made on: moving the link forgets it.
-        let git_commit = req.git_commit.clone().or_else(|| {
-            current
-                .as_ref()
-                .filter(|r| r.record.repository == req.repository && r.record.git_ref == req.git_ref)
-                .and_then(|r| r.record.git_commit.clone())
-        });
-        let record = SyncRecord {
-            repository: req.repository,
-            git_ref: req.git_ref,
-            path: req.path,
-            direction: req.direction,
-            commit: commit_id,
-            seq: seq.max(record_seq),
-            git_commit,
-            updated_at: clock::now_rfc3339(),
-        };
-        let (salt, version) = match &current {
-            Some(r) => (r.salt.clone(), r.version + 1),
-            None => (clock::new_salt(), 1),
-        };
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO sync_records
-             (pid, repository, ref, path, direction, commit_id, seq, git_commit, updated_at, etag_salt, etag_version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        )?
-        .execute(params![
-            p.pid,
-            record.repository,
-            record.git_ref,
-            record.path,
-            record.direction.as_str(),
-            record.commit,
-            record.seq as i64,
-            record.git_commit,
-            record.updated_at,
-            salt,
-            version
-        ])?;
-        if req.replace_base {
-            tx.prepare_cached("DELETE FROM base WHERE pid = ?1")?.execute([p.pid])?;
-        }
-        {
-            let mut set = tx.prepare_cached(
-                "INSERT INTO base (pid, kind, name, digest) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (pid, kind, name) DO UPDATE SET digest = excluded.digest",
-            )?;
-            let mut remove = tx.prepare_cached("DELETE FROM base WHERE pid = ?1 AND kind = ?2 AND name = ?3")?;
-            for u in &req.base {
-                match &u.digest {
-                    Some(d) => set.execute(params![p.pid, u.kind, u.name, d.to_string()])?,
-                    None => remove.execute(params![p.pid, u.kind, u.name])?,
-                };
+            // A Git commit belongs to the link it was made on: moving the link forgets it.
+            let git_commit = req.git_commit.clone().or_else(|| {
+                current
+                    .as_ref()
+                    .filter(|r| r.record.repository == req.repository && r.record.git_ref == req.git_ref)
+                    .and_then(|r| r.record.git_commit.clone())
+            });
+            let record = SyncRecord {
+                repository: req.repository.clone(),
+                git_ref: req.git_ref.clone(),
+                path: req.path.clone(),
+                direction: req.direction,
+                commit: commit_id,
+                seq: seq.max(record_seq),
+                git_commit,
+                updated_at: clock::now_rfc3339(),
+            };
+            let (salt, version) = match &current {
+                Some(r) => (r.salt.clone(), r.version + 1),
+                None => (new_salt.clone(), 1),
+            };
+            let row = RecordRow { record, salt, version };
+            tx.put_record(p.pid, &row)?;
+            if req.replace_base {
+                tx.base_clear(p.pid)?;
             }
-        }
-        tx.commit()?;
-        let etag = RecordRow { record: record.clone(), salt, version }.etag();
-        Ok((record, etag))
+            let set: Vec<(Key<'_>, String)> = req
+                .base
+                .iter()
+                .filter_map(|u| Some(((u.kind.as_str(), u.name.as_str()), u.digest.as_ref()?.to_string())))
+                .collect();
+            let removed: Vec<Key<'_>> =
+                req.base.iter().filter(|u| u.digest.is_none()).map(|u| (u.kind.as_str(), u.name.as_str())).collect();
+            tx.base_set(p.pid, &set)?;
+            tx.base_remove(p.pid, &removed)?;
+            let etag = row.etag();
+            Ok((row.record, etag))
+        })
     }
 }
 
@@ -806,10 +800,10 @@ fn unknown_commit(project: &str, commit: &str) -> ApiError {
     not_found(format!("no commit {commit:?} in project {project:?}"))
 }
 
-fn read_project(conn: &Connection, project: &str) -> R<(Project, ETag)> {
-    let p = project_row(conn, project)?;
-    let head = head(conn, &p)?;
-    let record = record_row(conn, p.pid)?;
+fn read_project(tx: &mut dyn Tx, project: &str) -> R<(Project, ETag)> {
+    let p = project_row(tx, project)?;
+    let head = head(tx, &p)?;
+    let record = tx.record(p.pid)?;
     let etag = etag_of(record.as_ref());
     Ok((Project { id: p.id, name: p.name, head, sync: record.map(|r| r.record) }, etag))
 }

@@ -10,10 +10,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use rusqlite::{Connection, Row, TransactionBehavior, params};
-
 use super::{R, Store, clock, internal};
-use crate::api::Commit;
 
 /// How the worker spaces and limits its attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,17 +62,13 @@ impl DispatchState {
         }
     }
 
-    fn parse(s: &str) -> rusqlite::Result<Self> {
+    pub(super) fn parse(s: &str) -> R<Self> {
         Ok(match s {
             "pending" => DispatchState::Pending,
             "done" => DispatchState::Done,
             "coalesced" => DispatchState::Coalesced,
             "failed" => DispatchState::Failed,
-            other => {
-                return Err(super::conversion_error(std::io::Error::other(format!(
-                    "unknown dispatch state {other:?}"
-                ))));
-            }
+            other => return Err(super::stored("dispatch state", format!("{other:?}"))),
         })
     }
 }
@@ -123,17 +116,10 @@ pub enum DispatchFailure {
     GaveUp { attempts: u32 },
 }
 
-/// Queues the dispatch of `commit`; called inside `create_commit`'s transaction.
-pub(super) fn enqueue(conn: &Connection, pid: i64, commit: &Commit) -> R<()> {
-    conn.prepare_cached(
-        "INSERT INTO dispatch_outbox (pid, commit_id, seq, created_at, state, attempts, next_attempt_ms)
-         VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5)",
-    )?
-    .execute(params![pid, commit.id, commit.seq as i64, commit.created_at, now_ms()])?;
-    Ok(())
-}
+/// A due row of the outbox: `(id, pid, project, seq, commit_id, attempts)`.
+pub(super) type DueRow = (i64, i64, String, i64, String, i64);
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     clock::unix_now_millis() as i64
 }
 
@@ -141,24 +127,41 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-const ENTRY_COLUMNS: &str = "o.id, p.id, o.commit_id, o.seq, o.created_at, o.state, o.attempts, o.next_attempt_ms,
-     o.last_error, o.done_at, o.run_id, o.run_url, o.coalesced_into";
+/// The columns of [`OutboxEntry`], in its order, for both backends.
+pub(super) const ENTRY_COLUMNS: &str = "o.id, p.id, o.commit_id, o.seq, o.created_at, o.state, o.attempts,
+     o.next_attempt_ms, o.last_error, o.done_at, o.run_id, o.run_url, o.coalesced_into";
 
-fn entry_from_row(r: &Row) -> rusqlite::Result<OutboxEntry> {
+/// An outbox row from the columns of [`ENTRY_COLUMNS`].
+#[allow(clippy::too_many_arguments)] // one per column, named
+pub(super) fn entry_of(
+    id: i64,
+    project: String,
+    commit_id: String,
+    seq: i64,
+    created_at: String,
+    state: &str,
+    attempts: i64,
+    next_attempt_ms: i64,
+    last_error: Option<String>,
+    done_at: Option<String>,
+    run_id: Option<i64>,
+    run_url: Option<String>,
+    coalesced_into: Option<String>,
+) -> R<OutboxEntry> {
     Ok(OutboxEntry {
-        id: r.get(0)?,
-        project: r.get(1)?,
-        commit_id: r.get(2)?,
-        seq: r.get::<_, i64>(3)? as u64,
-        created_at: r.get(4)?,
-        state: DispatchState::parse(&r.get::<_, String>(5)?)?,
-        attempts: r.get::<_, i64>(6)? as u32,
-        next_attempt_ms: r.get(7)?,
-        last_error: r.get(8)?,
-        done_at: r.get(9)?,
-        run_id: r.get::<_, Option<i64>>(10)?.map(|n| n as u64),
-        run_url: r.get(11)?,
-        coalesced_into: r.get(12)?,
+        id,
+        project,
+        commit_id,
+        seq: seq as u64,
+        created_at,
+        state: DispatchState::parse(state)?,
+        attempts: attempts as u32,
+        next_attempt_ms,
+        last_error,
+        done_at,
+        run_id: run_id.map(|n| n as u64),
+        run_url,
+        coalesced_into,
     })
 }
 
@@ -179,48 +182,26 @@ impl Store {
     }
 
     pub(super) fn claim_due_dispatches_at(&self, now: i64, policy: &RetryPolicy) -> R<Vec<ClaimedDispatch>> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let due: Vec<(i64, i64, String, i64, String, i64)> = tx
-            .prepare_cached(
-                "SELECT o.id, o.pid, p.id, o.seq, o.commit_id, o.attempts
-                 FROM dispatch_outbox o JOIN projects p ON p.pid = o.pid
-                 WHERE o.state = 'pending' AND o.next_attempt_ms <= ?1
-                   AND o.seq = (SELECT MAX(seq) FROM dispatch_outbox
-                                WHERE pid = o.pid AND state = 'pending' AND next_attempt_ms <= ?1)
-                 ORDER BY o.next_attempt_ms, o.id",
-            )?
-            .query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        let done_at = clock::rfc3339(now / 1000);
-        let mut claimed = Vec::with_capacity(due.len());
-        for (id, pid, project, seq, commit_id, attempts) in due {
-            let coalesced: Vec<String> = tx
-                .prepare_cached(
-                    "UPDATE dispatch_outbox SET state = 'coalesced', done_at = ?3, coalesced_into = ?4
-                     WHERE pid = ?1 AND state = 'pending' AND seq < ?2 RETURNING commit_id",
-                )?
-                .query_map(params![pid, seq, done_at, commit_id], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            let attempt = u32::try_from(attempts).unwrap_or(u32::MAX).saturating_add(1);
-            tx.prepare_cached("UPDATE dispatch_outbox SET attempts = ?2, next_attempt_ms = ?3 WHERE id = ?1")?
-                .execute(params![id, attempt, now.saturating_add(millis(policy.backoff(attempt)))])?;
-            claimed.push(ClaimedDispatch { id, project, commit_id, seq: seq as u64, attempt, coalesced });
-        }
-        tx.commit()?;
-        Ok(claimed)
+        self.write(|tx| {
+            let due = tx.due_dispatches(now)?;
+            let done_at = clock::rfc3339(now / 1000);
+            let mut claimed = Vec::with_capacity(due.len());
+            for (id, pid, project, seq, commit_id, attempts) in due {
+                let coalesced = tx.coalesce_dispatches(pid, seq, &done_at, &commit_id)?;
+                let attempt = u32::try_from(attempts).unwrap_or(u32::MAX).saturating_add(1);
+                // The lease: until then no worker, in this process or another, claims it again.
+                tx.schedule_dispatch(id, attempt, now.saturating_add(millis(policy.backoff(attempt))))?;
+                claimed.push(ClaimedDispatch { id, project, commit_id, seq: seq as u64, attempt, coalesced });
+            }
+            Ok(claimed)
+        })
     }
 
     /// Records that GitHub accepted the dispatch of row `id`, with the run where it said.
     pub fn mark_dispatch_done(&self, id: i64, run_id: Option<u64>, run_url: Option<&str>) -> R<()> {
-        let conn = self.lock();
-        let n = conn
-            .prepare_cached(
-                "UPDATE dispatch_outbox SET state = 'done', done_at = ?2, run_id = ?3, run_url = ?4, last_error = NULL
-                 WHERE id = ?1",
-            )?
-            .execute(params![id, clock::now_rfc3339(), run_id.map(|n| n as i64), run_url])?;
-        if n == 0 {
+        let done_at = clock::now_rfc3339();
+        let found = self.write(|tx| tx.dispatch_done(id, &done_at, run_id.map(|n| n as i64), run_url))?;
+        if !found {
             return Err(internal(format!("no dispatch {id} in the outbox")));
         }
         Ok(())
@@ -247,47 +228,30 @@ impl Store {
         permanent: bool,
         policy: &RetryPolicy,
     ) -> R<DispatchFailure> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let attempts: i64 = tx
-            .prepare_cached("SELECT attempts FROM dispatch_outbox WHERE id = ?1")?
-            .query_row([id], |r| r.get(0))
-            .map_err(|_| internal(format!("no dispatch {id} in the outbox")))?;
-        let attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
-        let outcome = if permanent || attempts >= policy.max_attempts {
-            tx.prepare_cached(
-                "UPDATE dispatch_outbox SET state = 'failed', last_error = ?2, done_at = ?3 WHERE id = ?1",
-            )?
-            .execute(params![id, error, clock::rfc3339(now / 1000)])?;
-            DispatchFailure::GaveUp { attempts }
-        } else {
-            // From now, not from the claim: the request itself may have taken minutes.
-            let wait = policy.backoff(attempts);
-            tx.prepare_cached("UPDATE dispatch_outbox SET last_error = ?2, next_attempt_ms = ?3 WHERE id = ?1")?
-                .execute(params![id, error, now.saturating_add(millis(wait))])?;
-            DispatchFailure::Retry { attempts, wait }
-        };
-        tx.commit()?;
-        Ok(outcome)
+        self.write(|tx| {
+            let attempts =
+                tx.dispatch_attempts(id)?.ok_or_else(|| internal(format!("no dispatch {id} in the outbox")))?;
+            let attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
+            if permanent || attempts >= policy.max_attempts {
+                tx.dispatch_failed(id, error, &clock::rfc3339(now / 1000))?;
+                Ok(DispatchFailure::GaveUp { attempts })
+            } else {
+                // From now, not from the claim: the request itself may have taken minutes.
+                let wait = policy.backoff(attempts);
+                tx.dispatch_retry(id, error, now.saturating_add(millis(wait)))?;
+                Ok(DispatchFailure::Retry { attempts, wait })
+            }
+        })
     }
 
     /// The outbox, oldest first: every row, or those of one project.
     pub fn dispatch_outbox(&self, project: Option<&str>) -> R<Vec<OutboxEntry>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {ENTRY_COLUMNS} FROM dispatch_outbox o JOIN projects p ON p.pid = o.pid
-             WHERE ?1 IS NULL OR p.id = ?1 ORDER BY o.id"
-        ))?;
-        Ok(stmt.query_map([project], entry_from_row)?.collect::<rusqlite::Result<_>>()?)
+        self.read(|tx| tx.outbox(project))
     }
 
     /// How many rows are in each state, for the log line at start-up.
     pub fn dispatch_counts(&self) -> R<Vec<(DispatchState, u64)>> {
-        let conn = self.lock();
-        let mut stmt =
-            conn.prepare_cached("SELECT state, count(*) FROM dispatch_outbox GROUP BY state ORDER BY state")?;
-        Ok(stmt
-            .query_map([], |r| Ok((DispatchState::parse(&r.get::<_, String>(0)?)?, r.get::<_, i64>(1)? as u64)))?
-            .collect::<rusqlite::Result<_>>()?)
+        let counts = self.read(|tx| tx.outbox_counts())?;
+        counts.into_iter().map(|(state, n)| Ok((DispatchState::parse(&state)?, n as u64))).collect()
     }
 }

@@ -13,6 +13,7 @@ mod interleave;
 mod keys;
 mod numbers;
 mod ops;
+mod postgres;
 mod proxy;
 mod server;
 mod support;

@@ -1,4 +1,4 @@
-//! The store's SQLite schema and its version.
+//! The SQLite schema, and its migrations.
 //!
 //! Manifests are versioned rows, not copies: `entries` holds one row per version of a key, live
 //! from `from_seq` until `to_seq` (NULL while live), so the manifest at `seq` N is every row with
@@ -11,8 +11,9 @@
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
-/// Bumped on any change to the tables below; a store from a newer defsync is refused.
-pub const VERSION: i64 = 3;
+#[cfg(test)]
+use super::VERSION;
+use super::check_version;
 
 const SCHEMA: &str = "
 CREATE TABLE projects (
@@ -150,11 +151,7 @@ pub fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
             tx.execute("INSERT INTO schema_version (version) VALUES (1)", [])?;
             1
         }
-        Some(v) if v > VERSION => anyhow::bail!(
-            "the store has schema version {v}, newer than this defsync knows ({VERSION}): use a newer defsync"
-        ),
-        Some(v) if v < 1 => anyhow::bail!("the store has an unknown schema version {v}"),
-        Some(v) => v,
+        Some(v) => check_version(v)?,
     };
     for (to, statements) in MIGRATIONS.iter().filter(|(to, _)| *to > from) {
         tx.execute_batch(statements)?;
