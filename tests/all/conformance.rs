@@ -43,6 +43,10 @@ impl Outcome {
 
 /// Runs `defsync conformance --json` with the key in the environment, as the docs say.
 fn conformance(url: &str, args: &[&str]) -> Outcome {
+    conformance_with_key(url, KEY, args)
+}
+
+fn conformance_with_key(url: &str, key: &str, args: &[&str]) -> Outcome {
     let mut cmd = Command::new(BIN);
     cmd.args(["conformance", "--platform", url, "--json"]).args(args);
     for (k, _) in std::env::vars() {
@@ -50,7 +54,7 @@ fn conformance(url: &str, args: &[&str]) -> Outcome {
             cmd.env_remove(k);
         }
     }
-    cmd.env("DEFSYNC_API_KEY", KEY);
+    cmd.env("DEFSYNC_API_KEY", key);
     let out = cmd.output().expect("run defsync conformance");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let report = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
@@ -81,8 +85,14 @@ fn is_commit_post(r: &FaultRequest) -> bool {
 #[test]
 fn every_rule_passes_against_serve() {
     let (_dir, server) = ServerProcess::scratch(KEY);
+    every_rule_passes(&server.url(), KEY);
+}
+
+/// Runs every rule against `url` and checks that each passes, with evidence, touching only
+/// the run's scratch projects and never showing `key`. The PostgreSQL tests run it too.
+pub(crate) fn every_rule_passes(url: &str, key: &str) {
     let started = Instant::now();
-    let out = conformance(&server.url(), &[]);
+    let out = conformance_with_key(url, key, &[]);
     eprintln!("defsync conformance, every rule, debug build: {:.1} s", started.elapsed().as_secs_f64());
     assert_eq!(out.code, 0, "{}", out.stderr);
     let r = &out.report;
@@ -97,7 +107,7 @@ fn every_rule_passes_against_serve() {
     assert_eq!(r["summary"], json!({"passed": rules.len(), "failed": 0, "skipped": 0}));
     assert!(out.stderr.contains(&format!("{} passed, 0 failed", rules.len())), "{}", out.stderr);
     // The key is a secret: never in the report, never on stderr.
-    assert!(!out.stderr.contains(KEY) && !r.to_string().contains(KEY));
+    assert!(!out.stderr.contains(key) && !r.to_string().contains(key));
     // Only scratch projects were touched, and they are named after the run.
     let prefix = r["scratch_prefix"].as_str().unwrap();
     assert!(prefix.starts_with("conformance-"));

@@ -139,6 +139,14 @@ impl Drop for Db {
     }
 }
 
+/// `defsync conformance` passes against `serve` on PostgreSQL as it does on SQLite.
+#[test]
+fn conformance_passes_against_serve_on_postgres() {
+    let Some(db) = Db::new() else { return };
+    let server = db.serve(&[], &[]);
+    crate::conformance::every_rule_passes(&server.url(), KEY);
+}
+
 fn http() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
 }
