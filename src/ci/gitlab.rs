@@ -16,8 +16,10 @@ use sha2::{Digest as _, Sha256};
 
 use crate::report::{Report, Resolution};
 
-/// The variable that names the report directory; relative paths are relative to
-/// `CI_PROJECT_DIR` (or the working directory outside a job).
+/// The variable that names the report directory; a relative path is relative to the working
+/// directory, where GitLab starts a job's script: `CI_PROJECT_DIR`, the path artifacts are
+/// relative to. (gitlab-ci-local's shell executor sets `CI_PROJECT_DIR` to a docker path it does
+/// not run in, so the variable itself is not read.)
 pub const REPORT_DIR_VAR: &str = "DEFSYNC_REPORT_DIR";
 /// The report directory when [`REPORT_DIR_VAR`] is not set.
 pub const DEFAULT_REPORT_DIR: &str = "defsync-reports";
@@ -92,7 +94,7 @@ impl Runtime {
         let secrets = SECRET_VARS.iter().filter_map(|v| var(v)).filter(|s| !s.is_empty()).collect();
         Some(Runtime {
             event: event(&nonempty),
-            dir: report_dir(nonempty(REPORT_DIR_VAR), nonempty("CI_PROJECT_DIR")),
+            dir: PathBuf::from(nonempty(REPORT_DIR_VAR).unwrap_or_else(|| DEFAULT_REPORT_DIR.to_owned())),
             secrets: Mutex::new(secrets),
             sections: Mutex::new(Vec::new()),
             clock: None,
@@ -257,14 +259,6 @@ fn plausible_url(u: &str) -> bool {
         && u.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~:/%?=&#".contains(&b))
 }
 
-fn report_dir(given: Option<String>, project_dir: Option<String>) -> PathBuf {
-    let dir = PathBuf::from(given.unwrap_or_else(|| DEFAULT_REPORT_DIR.to_owned()));
-    match project_dir {
-        Some(base) if dir.is_relative() => Path::new(&base).join(dir),
-        _ => dir,
-    }
-}
-
 /// Replaces `path` with `text`: written to a new file beside it, then renamed over it, so a
 /// symbolic link at `path` is replaced, never followed.
 fn write_new(path: &Path, text: &str) -> std::io::Result<()> {
@@ -403,13 +397,5 @@ mod tests {
         assert!(plausible_path("acme/sub/x.y"));
         assert!(!plausible_path("acme"));
         assert!(!plausible_path("acme/x)[y"));
-    }
-
-    #[test]
-    fn the_report_directory_is_relative_to_the_project() {
-        assert_eq!(report_dir(None, Some("/builds/a/b".into())), PathBuf::from("/builds/a/b/defsync-reports"));
-        assert_eq!(report_dir(Some("out".into()), Some("/p".into())), PathBuf::from("/p/out"));
-        assert_eq!(report_dir(Some("/abs".into()), Some("/p".into())), PathBuf::from("/abs"));
-        assert_eq!(report_dir(None, None), PathBuf::from("defsync-reports"));
     }
 }

@@ -186,10 +186,10 @@ fn check_codequality(text: &str) -> Vec<Value> {
 #[test]
 fn reports_are_written_in_gitlabs_formats_without_secrets() {
     let dir = tempfile::tempdir().unwrap();
-    let project = dir.path().to_str().unwrap();
+    let reports = dir.path().join("out/reports");
     let rt = runtime(&[
         ("GITLAB_CI", "true"),
-        ("CI_PROJECT_DIR", project),
+        (gitlab::REPORT_DIR_VAR, reports.to_str().unwrap()),
         ("CI_JOB_URL", "https://gitlab.example.com/a/b/-/jobs/42"),
         ("CI_JOB_TOKEN", "glcbt-64_jobtoken"),
     ]);
@@ -200,8 +200,9 @@ fn reports_are_written_in_gitlabs_formats_without_secrets() {
     report.conflicts[0].platform_yaml = Some("job: glcbt-64_jobtoken\n".into());
     let mut log = Vec::new();
     rt.finish(&mut log, &report).unwrap();
-    let reports = dir.path().join(gitlab::DEFAULT_REPORT_DIR);
     assert_eq!(rt.report_dir(), reports);
+    let default = runtime(&[("GITLAB_CI", "true"), ("CI_PROJECT_DIR", "/builds/a/b")]);
+    assert_eq!(default.report_dir(), Path::new(gitlab::DEFAULT_REPORT_DIR), "relative to the job's working directory");
     let read = |name: &str| std::fs::read_to_string(reports.join(name)).unwrap();
 
     let env: HashMap<String, String> = parse_dotenv(&read(gitlab::DOTENV_FILE)).into_iter().collect();
