@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Generates action.yml and the pull/ and push/ wrappers from one description, so the three
 stay alike. Run from the repository root: python3 scripts/gen-action.py"""
+import os
+import re
+
 INPUTS = [
   ("command", "What to run: pull (platform to Git), push (Git to platform), status (show both, change nothing), link (connect the project and this branch) or doctor (check the platform, the tokens and their permissions).", None, "DEFSYNC_COMMAND"),
   ("platform-url", "The platform's base URL, such as https://api.example.com.", None, "DEFSYNC_PLATFORM"),
@@ -120,7 +123,131 @@ open("action.yml", "w").write(render(
     None, "${{ github.action_path }}", GEN))
 for cmd, desc in [("pull", "Bring the platform's head into this branch: write the definition files, commit and push."),
                   ("push", "Send the definitions changed on this branch to the platform as one commit.")]:
+    os.makedirs(cmd, exist_ok=True)
     open(f"{cmd}/action.yml", "w").write(render(
         f"defsync {cmd}", desc, cmd,
         # The wrapper lives in a subfolder of the same checkout as the scripts.
         "${{ github.action_path }}/..", GEN))
+
+# ---------------------------------------------------------------------------------------------
+# The GitLab CI/CD component: templates/<name>.yml in GitLab's component-project layout, with
+# the Action's inputs as typed `spec: inputs`, and scripts/gitlab-job.sh as the job's script.
+import os
+import re
+
+# Who publishes the component sets these (and the README says so): the image and the releases
+# the jobs use. The version follows Cargo.toml, so a release's templates pin that release.
+PUBLISHER = "<owner>"
+VERSION = re.search(r'(?m)^version = "([^"]+)"', open("Cargo.toml").read()).group(1) if os.path.exists("Cargo.toml") else "0.0.0"
+
+# Inputs that mean something else on GitLab, or nothing.
+GITLAB_SKIP = {"command", "github-token", "version", "api-key"}
+GITLAB_DESCRIPTIONS = {
+  "platform-url": "The platform's base URL, such as https://api.example.com. Defaults to the CI/CD variable DEFSYNC_PLATFORM_URL.",
+  "project-id": "The project ID on the platform. Defaults to the pipeline variable DEFSYNC_PROJECT_ID (the platform's trigger sets it), or pass the pipeline input through.",
+  "commit-id": "Pull only: the platform commit that asked for this run. Defaults to the pipeline variable DEFSYNC_COMMIT_ID (the platform's trigger sets it). A pull always syncs the platform's head.",
+  "branch": "The branch to sync. Defaults to the pipeline's branch (CI_COMMIT_BRANCH).",
+  "committer": "Committer of pull commits, as \"Name <email>\". Defaults to defsync (GitLab CI) <noreply@$CI_SERVER_HOST>.",
+  "delivery": "Pull only: commit (onto the branch) or pull-request (onto defsync's branch, with a merge request into the branch; needs the GitLab forge).",
+  "commit-via": "Pull only: git (commit locally and git push) or api (one commit through the forge's API; needs the GitLab forge).",
+  "pr-branch": "Merge-request delivery: defsync's branch. Defaults to defsync/<project>.",
+  "pr-labels": "Merge-request delivery: labels for the merge request, comma-separated.",
+}
+# Enums: GitLab checks the value against `options:` when the pipeline is created.
+GITLAB_OPTIONS = {
+  "direction": ["bidirectional", "git-to-platform", "platform-to-git"],
+  "on-conflict": ["", "fail", "prefer-git", "prefer-platform", "pull-request"],
+  "dry-run": ["false", "true"],
+  "allow-mass-delete": ["false", "true"],
+  "delivery": ["commit", "pull-request"],
+  "commit-via": ["git", "api"],
+}
+GITLAB_DEFAULTS = {"platform-url": "$DEFSYNC_PLATFORM_URL"}
+# Inputs of the component itself, before the binary's.
+GITLAB_OWN = [
+  ("stage", "The stage of the job.", "deploy", None, None),
+  ("image", "The defsync image the job runs in (its entrypoint is reset). Ignored by shell runners, which download the release instead.", f"ghcr.io/{PUBLISHER}/defsync:{VERSION}", None, None),
+  ("install", "Where the binary comes from: auto (the image's defsync when it is the version below, else the release download), image (never download) or release (always download and check the release's SHA256SUMS).", "auto", "DEFSYNC_INSTALL", ["auto", "image", "release"]),
+  ("version", "The defsync release the job runs, such as 1.2.3; the image should hold the same.", VERSION, "DEFSYNC_INSTALL_VERSION", None),
+  ("download-base", "Where releases are downloaded from on shell runners: <download-base>/v<version>/SHA256SUMS and the binaries.", f"https://github.com/{PUBLISHER}/defsync/releases/download", "DEFSYNC_DOWNLOAD_BASE", None),
+  ("api-key-variable", "The name of the masked CI/CD variable that holds the platform API key (never the key itself: inputs are visible in the pipeline's configuration).", "DEFSYNC_API_KEY", "DEFSYNC_API_KEY_VARIABLE", None),
+  ("report-dir", "Where the job writes its reports, relative to the project directory: defsync.env (dotenv), defsync-report.json, gl-code-quality-report.json and defsync-summary.md.", "defsync-reports", "DEFSYNC_REPORT_DIR", None),
+  ("resource-group", "The resource group of the job: pull and push jobs of one group never run at the same time.", "defsync", None, None),
+]
+REPORT_DIR_REGEX = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$"
+
+# name, description, command, fixed variables, rules, binary inputs left out
+TEMPLATES = [
+  ("pull", "defsync pull: bring the platform's head into the branch (write the definition files, commit and push). Runs in pipelines the platform's trigger starts.",
+   "pull", {}, ["$CI_PIPELINE_SOURCE == \"trigger\"", "$CI_PIPELINE_SOURCE == \"pipeline\"", "$CI_PIPELINE_SOURCE == \"api\"", "$CI_PIPELINE_SOURCE == \"web\""], set()),
+  ("push", "defsync push: send the definitions changed on the default branch to the platform as one commit.",
+   "push", {}, ["$CI_PIPELINE_SOURCE == \"push\" && $CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"], {"commit-id", "delivery", "commit-via", "pr-branch", "pr-labels", "committer", "author"}),
+  ("check", "defsync check: in merge request pipelines, a dry run of push that shows what merging would send, and fails on a conflict or an invalid file. Writes nothing.",
+   "push", {"DEFSYNC_DRY_RUN": "true"}, ["$CI_PIPELINE_SOURCE == \"merge_request_event\""], {"commit-id", "delivery", "commit-via", "pr-branch", "pr-labels", "committer", "author", "dry-run", "allow-mass-delete", "resource-group"}),
+]
+
+def yq(s):
+    # Double-quoted YAML: every input value and description is data.
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+def render_gitlab(name, description, command, fixed, rules, skip):
+    header = ("# Generated by scripts/gen-action.py from the action's inputs and scripts/gitlab-job.sh, so the\n"
+              "# GitLab CI/CD component and the GitHub Action stay alike. Edit those, not this file.\n"
+              f"# {description}\n")
+    out = [header.rstrip("\n"), "spec:", "  inputs:"]
+    variables = []
+    for (n, d, default, env, options) in GITLAB_OWN:
+        if n == "resource-group" and n in skip:
+            continue
+        out.append(f"    {n}:")
+        out.append(f"      description: {yq(d)}")
+        out.append(f"      default: {yq(default)}")
+        if options:
+            out.append("      options: [" + ", ".join(yq(o) for o in options) + "]")
+        if n == "report-dir":
+            out.append(f"      regex: {yq(REPORT_DIR_REGEX)}")
+        if env:
+            variables.append((env, f"$[[ inputs.{n} ]]"))
+    for (n, d, default, env) in INPUTS:
+        if n in GITLAB_SKIP or n in skip:
+            continue
+        d = GITLAB_DESCRIPTIONS.get(n, d)
+        default = GITLAB_DEFAULTS.get(n, default if default is not None else "")
+        out.append(f"    {n}:")
+        out.append(f"      description: {yq(d)}")
+        out.append(f"      default: {yq(default)}")
+        if n in GITLAB_OPTIONS:
+            out.append("      options: [" + ", ".join(yq(o) for o in GITLAB_OPTIONS[n]) + "]")
+        variables.append((env, f"$[[ inputs.{n} ]]"))
+    job = f"defsync-{name}"
+    out += ["---", f"{job}:", "  stage: $[[ inputs.stage ]]",
+            "  # The image's entrypoint is defsync itself; GitLab needs a shell.",
+            "  image:", "    name: $[[ inputs.image ]]", "    entrypoint: [\"\"]"]
+    if "resource-group" not in skip:
+        out.append("  resource_group: $[[ inputs.resource-group ]]")
+    out.append("  rules:")
+    for r in rules:
+        out.append(f"    - if: {yq(r)}")
+    out.append("  variables:")
+    out.append(f"    DEFSYNC_JOB_COMMAND: {yq(command)}")
+    for k, v in fixed.items():
+        out.append(f"    {k}: {yq(v)}")
+    for env, v in variables:
+        out.append(f"    {env}: {yq(v)}")
+    out += ["  script:", "    - |"]
+    for line in open("scripts/gitlab-job.sh").read().rstrip("\n").split("\n"):
+        out.append(("      " + line).rstrip())
+    out += ["  artifacts:",
+            "    # Reports are uploaded whatever the job's result: a failed run is the one to read.",
+            "    when: always",
+            "    expose_as: defsync report",
+            "    paths:",
+            "      - $[[ inputs.report-dir ]]/",
+            "    reports:",
+            "      dotenv: $[[ inputs.report-dir ]]/defsync.env",
+            "      codequality: $[[ inputs.report-dir ]]/gl-code-quality-report.json"]
+    return "\n".join(out) + "\n"
+
+os.makedirs("templates", exist_ok=True)
+for t in TEMPLATES:
+    open(f"templates/{t[0]}.yml", "w").write(render_gitlab(*t))

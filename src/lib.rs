@@ -22,6 +22,7 @@ pub mod forge;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod git;
+pub mod markdown;
 pub mod model;
 pub mod output;
 pub mod platform;

@@ -1,4 +1,4 @@
-//! CI runtimes: what runs defsync (GitHub Actions, or none). A runtime supplies the event's
+//! CI runtimes: what runs defsync (GitHub Actions, GitLab CI/CD, or none). A runtime supplies the event's
 //! inputs and shows a finished run the way its users expect: outputs, the summary, annotations,
 //! log groups and masked secrets.
 //!
@@ -8,6 +8,7 @@
 //! synchronous, as they only write local files and log lines.
 
 pub mod actions;
+pub mod gitlab;
 pub mod local;
 
 use std::io::Write;
@@ -64,15 +65,19 @@ pub trait Runtime {
     fn finish(&self, log: &mut dyn Write, report: &Report) -> anyhow::Result<()>;
 }
 
-/// The runtime this process runs in: GitHub Actions when `GITHUB_ACTIONS=true`, else none.
+/// The runtime this process runs in: GitHub Actions when `GITHUB_ACTIONS=true`, GitLab CI/CD
+/// when `GITLAB_CI=true`, else none.
 pub fn detect() -> Box<dyn Runtime> {
     detect_from(|name| std::env::var(name).ok())
 }
 
 /// [`detect`], reading variables through `var`.
 pub fn detect_from(var: impl Fn(&str) -> Option<String>) -> Box<dyn Runtime> {
-    match actions::Runtime::from_vars(&var) {
-        Some(rt) => Box::new(rt),
-        None => Box::new(local::Local::from_vars(&var)),
+    if let Some(rt) = actions::Runtime::from_vars(&var) {
+        return Box::new(rt);
     }
+    if let Some(rt) = gitlab::Runtime::from_vars(&var) {
+        return Box::new(rt);
+    }
+    Box::new(local::Local::from_vars(&var))
 }

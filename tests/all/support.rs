@@ -120,7 +120,13 @@ impl Env {
             .env_remove("GIT_WORK_TREE")
             .env_remove("GIT_INDEX_FILE");
         for (k, _) in std::env::vars() {
-            if k.starts_with("GITHUB_") || k.starts_with("DEFSYNC_") || k == "RUNNER_TEMP" {
+            // GitLab's too: a test run inside a GitLab job must not find itself in one.
+            if k.starts_with("GITHUB_")
+                || k.starts_with("DEFSYNC_")
+                || k == "RUNNER_TEMP"
+                || k == "GITLAB_CI"
+                || k.starts_with("CI_")
+            {
                 cmd.env_remove(k);
             }
         }
