@@ -1,0 +1,1 @@
+//! `defsync doctor` on GitLab.
