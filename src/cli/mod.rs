@@ -41,7 +41,7 @@ pub enum Command {
     Dashboard(dashboard::DashboardArgs),
     /// Run a complete round trip on a scratch store and repository, explaining each step.
     Demo(demo::DemoArgs),
-    /// Trigger the pull workflow on GitHub (for the platform side).
+    /// Trigger the pull workflow on GitHub or the pull pipeline on GitLab (for the platform side).
     Dispatch(dispatch::DispatchArgs),
     /// Check everything a sync needs: platform, key, GitHub token, permissions, branch rules.
     Doctor(doctor::DoctorArgs),

@@ -120,7 +120,12 @@ impl Env {
             .env_remove("GIT_WORK_TREE")
             .env_remove("GIT_INDEX_FILE");
         for (k, _) in std::env::vars() {
-            if k.starts_with("GITHUB_") || k.starts_with("DEFSYNC_") || k == "RUNNER_TEMP" {
+            if k.starts_with("GITHUB_")
+                || k.starts_with("DEFSYNC_")
+                || k == "RUNNER_TEMP"
+                || k.starts_with("GITLAB_")
+                || k.starts_with("CI_")
+            {
                 cmd.env_remove(k);
             }
         }
