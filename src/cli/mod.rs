@@ -43,7 +43,7 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Trigger the pull workflow on GitHub or the pull pipeline on GitLab (for the platform side).
     Dispatch(dispatch::DispatchArgs),
-    /// Check everything a sync needs: platform, key, GitHub token, permissions, branch rules.
+    /// Check everything a sync needs: platform, key, forge token, permissions, branch rules.
     Doctor(doctor::DoctorArgs),
     /// Check a running Sync API server against every rule of the contract (for platform teams).
     Conformance(conformance::ConformanceArgs),

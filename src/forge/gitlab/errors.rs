@@ -300,6 +300,18 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_issuer_points_at_the_ca_options() {
+        let req = Req::get("/projects/1".into(), "read project 1");
+        let e = GitLabError::transport(
+            &req,
+            "error sending request: invalid peer certificate: UnknownIssuer".into(),
+            "https://gitlab.internal/api/v4",
+        );
+        assert_eq!(e.kind, ErrorKind::Transport);
+        assert!(e.to_string().contains("--gitlab-ca-cert"), "{e}");
+    }
+
+    #[test]
     fn object_messages_are_flattened() {
         let e = err(400, r#"{"message":{"base":["A file with this name already exists"]}}"#);
         assert_eq!(e.message(), "base A file with this name already exists");

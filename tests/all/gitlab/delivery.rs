@@ -267,3 +267,102 @@ async fn dispatch_triggers_the_pull_pipeline() {
     drop(st);
     s.assert_conforms();
 }
+
+/// `defsync doctor --forge gitlab --json` with `token` (None: none) and `extra` arguments; the
+/// rows as `check → (outcome, result, fix)`.
+fn doctor(
+    s: &StandIn,
+    env: &Env,
+    token: Option<(&str, &str)>,
+    extra: &[&str],
+) -> (i32, std::collections::BTreeMap<String, (String, String, String)>, String) {
+    let mut args = vec!["doctor", "--forge", "gitlab", "--json", "--gitlab-project", PROJECT_PATH];
+    args.extend_from_slice(extra);
+    let mut vars = vec![("DEFSYNC_GITLAB_URL", s.url.as_str())];
+    if let Some(t) = token {
+        vars.push(t);
+    }
+    let r = env.defsync_in(&env.work, &args, &vars);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r:#?}"));
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    let map = rows.iter().map(|c| (s(&c["check"]), (s(&c["outcome"]), s(&c["result"]), s(&c["fix"])))).collect();
+    (r.code, map, r.stdout + &r.stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reads_token_role_protection_and_names_each_fix() {
+    let (s, env) = setup().await;
+    let all = |token: &str, extra: &[&str]| {
+        tokio::task::block_in_place(|| doctor(&s, &env, Some(("GITLAB_TOKEN", token)), extra))
+    };
+
+    // A Maintainer's project access token with `api`: everything a pull needs.
+    let (code, rows, out) = all("glpat-maintainer", &["--commit-via", "api"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(rows["GitLab instance"].1, format!("{} (--gitlab-url)", s.url.trim_end_matches("/api/v4")));
+    assert_eq!(rows["token scopes"].0, "ok", "{out}");
+    assert_eq!(rows["token expiry"], ("ok".into(), "expires on 2099-01-01".into(), String::new()));
+    assert_eq!(rows["role on the project"].1, format!("Maintainer (40) on {PROJECT_PATH}"));
+    assert_eq!(rows["token type"].1, "a project access token of this project");
+    assert_eq!(
+        rows["branch protection"],
+        ("ok".into(), "main is protected: Maintainers and above may push".into(), String::new())
+    );
+    assert!(!out.contains("glpat-maintainer"));
+
+    // `write_repository` without `api`: git push works, API commits and MRs do not.
+    let (code, rows, out) = all("glpat-writerepo", &["--commit-via", "api"]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(rows["token scopes"].0, "fail");
+    assert!(rows["token scopes"].2.contains("`write_repository` allows `git push` but not API commits"), "{out}");
+
+    // A Developer on the protected main: suggest MR delivery. With it, nothing fails.
+    let (code, rows, out) = all("glpat-developer", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(rows["role on the project"].1, format!("Developer (30) on {PROJECT_PATH}"));
+    assert_eq!(rows["branch protection"].0, "fail");
+    assert!(rows["branch protection"].2.contains("--delivery merge-request"), "{out}");
+    assert!(rows["token type"].1.contains("needs Maintainer"), "{out}");
+    let (code, _, out) = all("glpat-developer", &["--delivery", "merge-request", "--commit-via", "api"]);
+    assert_eq!(code, 0, "{out}");
+
+    // An expired token.
+    let (code, rows, out) = all("glpat-expired", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(rows["GitLab token"].0, "fail");
+    assert!(rows["GitLab token"].1.contains("Token is expired"), "{out}");
+    assert!(rows["GitLab token"].2.contains("create a new project access token"), "{out}");
+
+    // A personal access token without an expiry date.
+    let (code, rows, out) = all("glpat-personal", &["--commit-via", "api"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(rows["token expiry"].0, "warn");
+    assert_eq!(rows["token type"].1, "a personal or group access token");
+    s.assert_conforms();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_on_a_job_token_says_what_it_may_not_do() {
+    let (s, env) = setup().await;
+    // Git delivery: the job token may push only where the project allows it.
+    let (code, rows, out) = tokio::task::block_in_place(|| doctor(&s, &env, Some(("CI_JOB_TOKEN", "job-token")), &[]));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(rows["GitLab token"].0, "warn");
+    assert_eq!(rows["job token may push"].0, "unknown");
+    assert!(rows["job token may push"].2.contains("Allow Git push requests to the repository"), "{out}");
+    // API delivery: impossible with a job token.
+    let (code, rows, out) =
+        tokio::task::block_in_place(|| doctor(&s, &env, Some(("CI_JOB_TOKEN", "job-token")), &["--commit-via", "api"]));
+    assert_eq!(code, 1, "{out}");
+    assert!(rows["GitLab token"].2.contains("cannot make API commits"), "{out}");
+    assert!(!out.contains("job-token\""));
+    // A CA file that holds no certificate is refused before any request.
+    let bad = env.work.join("ca.pem");
+    std::fs::write(&bad, "not a certificate\n").unwrap();
+    let (code, rows, out) = tokio::task::block_in_place(|| {
+        doctor(&s, &env, Some(("GITLAB_TOKEN", "glpat-maintainer")), &["--gitlab-ca-cert", bad.to_str().unwrap()])
+    });
+    assert_eq!(code, 1, "{out}");
+    assert!(rows["GitLab client"].1.contains("holds no PEM certificate"), "{out}");
+    s.assert_conforms();
+}

@@ -45,6 +45,9 @@ pub fn template_for(method: &str, raw_path: &str) -> Option<String> {
 /// The entity fields the generator wrote as one object where GitLab sends an array.
 const ARRAY_QUIRKS: &[&str] = &["assignees", "reviewers", "suggestions", "custom_attributes"];
 
+/// The access-level fields GitLab sends as numbers where the description says string.
+const LEVEL_QUIRKS: &[&str] = &["access_level", "notification_level"];
+
 /// OpenAPI 3.0 → JSON Schema. `nullable: true` becomes a `null` alternative; in answers
 /// (`entity`), every property may also be null ("entity fields carry no nullable markers;
 /// GitLab sends null for unset ones") and the array quirks take an array of their object.
@@ -63,6 +66,12 @@ fn to_json_schema(v: &Value, entity: bool) -> Value {
                             .map(|(name, s)| {
                                 let mut s = to_json_schema(s, entity);
                                 if entity {
+                                    // The description types `permissions.*.access_level` and
+                                    // `notification_level` as strings; GitLab's docs
+                                    // (doc/api/projects.md, "Get a single project") show numbers.
+                                    if LEVEL_QUIRKS.contains(&name.as_str()) && s["type"] == "string" {
+                                        s = json!({"type": ["string", "integer"]});
+                                    }
                                     if ARRAY_QUIRKS.contains(&name.as_str()) && s["type"] == "object" {
                                         s = json!({"anyOf": [s.clone(), {"type": "array", "items": s}]});
                                     }

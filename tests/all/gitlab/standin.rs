@@ -464,7 +464,11 @@ fn route(
         (Some(t), false) => Some(t.clone()),
         (None, false) => return message(401, "401 Unauthorized"),
     };
+    // A token reads its own details whatever its scopes (GitLab's personal_access_tokens/self
+    // endpoints allow every scope, so that any token can inspect and revoke itself).
+    let own = segs == ["personal_access_tokens", "self"];
     if let Some(t) = &info
+        && !own
         && !t.scopes.iter().any(|s| *s == "api" || (*s == "read_api" && m == "get"))
     {
         // GitLab's answer when the token's scopes do not reach the API.
@@ -479,8 +483,13 @@ fn route(
         let mut pat = fixture("testdata/list_personal_access_tokens_single.json");
         pat["name"] = json!(format!("{} token", t.kind));
         pat["scopes"] = json!(t.scopes);
-        pat["expires_at"] = json!(t.expires_at);
+        // The description types `expires_at` as a date-time; GitLab's docs show a plain date.
+        // The stand-in follows the description, and the client reads either.
+        pat["expires_at"] = json!(t.expires_at.as_ref().map(|d| format!("{d}T00:00:00.000Z")));
         pat["user_id"] = json!(if t.kind == "project" { 9001 } else { 7 });
+        // A project token's ID is the one the project's token list shows.
+        let listed = s.tokens.iter().filter(|x| x.kind == "project").position(|x| x.value == t.value);
+        pat["id"] = json!(listed.map_or(1000, |i| i + 1));
         return reply(200, pat);
     }
     if segs.first().map(String::as_str) != Some("projects") || segs.len() < 2 || !is_project(&segs[1]) {
@@ -499,6 +508,9 @@ fn route(
     match (m, rest.as_slice()) {
         ("get", []) => {
             let mut p = fixture("inline/TestGetProjectByID.json");
+            // The recorded policy's `enabled` is a boolean where the description says string;
+            // defsync does not read it.
+            p.as_object_mut().unwrap().remove("container_expiration_policy");
             p["id"] = json!(PROJECT_ID);
             p["path_with_namespace"] = json!(PROJECT_PATH);
             p["default_branch"] = json!("main");
@@ -524,7 +536,7 @@ fn route(
                         e["name"] = json!(format!("token {i}"));
                         e["scopes"] = json!(t.scopes);
                         e["access_level"] = json!(t.access_level);
-                        e["expires_at"] = json!(t.expires_at);
+                        e["expires_at"] = json!(t.expires_at.as_ref().map(|d| format!("{d}T00:00:00.000Z")));
                         e["active"] = json!(!t.expired);
                         e
                     })
