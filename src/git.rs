@@ -745,6 +745,12 @@ fn push_failure_hint(branch: &str, text: &str) -> String {
         "the branch is protected by a rule or ruleset that refuses direct pushes: allow the workflow to push, or deliver through a pull request"
     } else if text.contains("refusing to allow") && text.contains("workflow") {
         "definitions under .github/workflows need a token with the workflows permission"
+    } else if text.contains("not allowed to push code to protected branches") {
+        "GitLab: the branch is protected and this token's role may not push to it: deliver through a merge request (`--delivery merge-request`), or allow the role in Settings → Repository → Protected branches"
+    } else if text.contains("You are not allowed to upload code") {
+        "GitLab: the token may not push: a project access token needs `write_repository` and at least Developer; a CI/CD job token pushes only where the project turns on \"Allow Git push requests to the repository\" (GitLab 17.2+)"
+    } else if text.contains("HTTP Basic: Access denied") {
+        "GitLab refused the token for git: it is invalid, expired or revoked, or lacks `read_repository`/`write_repository`; update the GITLAB_TOKEN CI/CD variable"
     } else if text.contains("403") || text.contains("Permission") || text.contains("denied") {
         "the token may not push: give the workflow `permissions: contents: write`"
     } else if text.contains("could not read Username") || text.contains("Authentication failed") {

@@ -48,6 +48,31 @@ pub fn api_url(given: Option<&str>) -> String {
     if url.ends_with("/api/v4") { url } else { format!("{url}/api/v4") }
 }
 
+/// Writes `markdown` as the one summary note of the merge request a merge-request pipeline runs
+/// for, updating it on later runs; `Ok(None)` outside such a pipeline (no
+/// `CI_MERGE_REQUEST_IID`). Reads `CI_API_V4_URL`, `CI_PROJECT_ID` and the token as a sync
+/// does; a job token cannot write notes, so it needs `GITLAB_TOKEN` with the `api` scope.
+pub async fn summary_note_in_job(markdown: &str) -> crate::error::Result<Option<u64>> {
+    use crate::error::Error;
+    let var = |n: &str| std::env::var(n).ok().filter(|v| !v.trim().is_empty());
+    let Some(iid) = var("CI_MERGE_REQUEST_IID").and_then(|i| i.trim().parse::<u64>().ok()) else {
+        return Ok(None);
+    };
+    let project = var("CI_MERGE_REQUEST_PROJECT_ID")
+        .or_else(|| var("CI_PROJECT_ID"))
+        .ok_or_else(|| Error::Config("the merge-request summary note needs CI_PROJECT_ID (a job sets it)".into()))?;
+    let (token, kind) = token_from_env().ok_or_else(|| {
+        Error::Config("the merge-request summary note needs GITLAB_TOKEN (a token with the `api` scope)".into())
+    })?;
+    let gl =
+        GitLab::new(GitLabOptions::new(token, kind, api_url(None))).map_err(|e| Error::Config(format!("{e:#}")))?;
+    let id = gl
+        .upsert_summary_note(&Project(project), iid, markdown)
+        .await
+        .map_err(|e| Error::Other(anyhow::Error::new(e)))?;
+    Ok(Some(id))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
