@@ -72,6 +72,22 @@ async fn a_pull_commits_through_the_api_onto_the_branch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tree_other_than_the_verified_one_is_refused() {
+    let (s, env) = setup().await;
+    // A GitLab that writes something defsync did not ask for.
+    s.inject(
+        "post",
+        "/repository/commits",
+        Action::ExtraFile { path: "defs/intruder.yaml".into(), content: "x: 1\n".into() },
+    );
+    let r = tokio::task::block_in_place(|| pull(&s, &env, &["--commit-via", "api"]));
+    assert_eq!(r.code, 1, "{r:#?}");
+    assert!(r.stderr.contains("with another tree than the one defsync verified"), "{}", r.stderr);
+    // The platform's base did not move onto the unverified commit, and the checkout stayed.
+    assert_ne!(env.head(), s.git(&["rev-parse", "main"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_of_1000_changed_definitions_takes_at_most_3_gitlab_requests() {
     let (s, env) = setup().await;
     let put_all = |version: &str| {

@@ -206,6 +206,18 @@ async fn merge_request_is_opened_updated_and_closed_with_its_branch() {
         assert_eq!(st.notes[0].body, format!("{SUMMARY_MARKER}\n### run 2"));
     }
 
+    // Past the first page of notes: the marked note is still found, never a second one made.
+    {
+        let mut st = s.state.lock().unwrap();
+        for i in 0..150 {
+            st.notes.push(standin::Note { id: 10_000 + i, iid: mr.iid, body: format!("review comment {i}") });
+        }
+        let marked = st.notes.remove(0);
+        st.notes.push(marked);
+    }
+    assert_eq!(gl.upsert_summary_note(&p, mr.iid, "### run 3").await.unwrap(), n1);
+    assert_eq!(s.state.lock().unwrap().notes.iter().filter(|n| n.body.starts_with(SUMMARY_MARKER)).count(), 1);
+
     // The platform equals main again: the MR is closed and the branch deleted.
     assert_eq!(gl.close_mr_and_delete_branch(&p, &branch).await.unwrap(), Some(1));
     assert_eq!(s.state.lock().unwrap().mrs[0].state, "closed");

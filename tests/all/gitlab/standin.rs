@@ -78,6 +78,11 @@ pub enum Action {
         branch: String,
         files: Vec<(String, String)>,
     },
+    /// A faulty GitLab: the next commit made through the API also writes this file.
+    ExtraFile {
+        path: String,
+        content: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -126,6 +131,8 @@ pub struct State {
     pub mrs: Vec<Mr>,
     pub notes: Vec<Note>,
     pub pipelines: Vec<Value>,
+    /// A file the next API commit adds on its own ([`Action::ExtraFile`]).
+    extra_file: Option<(String, String)>,
     /// Protected branches and the least access level that may push to each.
     pub protected: Vec<(String, u32)>,
     injections: VecDeque<Injection>,
@@ -245,6 +252,7 @@ impl StandIn {
             mrs: vec![],
             notes: vec![],
             pipelines: vec![],
+            extra_file: None,
             protected: vec![("main".into(), 40)],
             injections: VecDeque::new(),
             exchanges: vec![],
@@ -415,6 +423,7 @@ fn route(
             Action::PushFiles { branch, files } => {
                 push_files(&s.bare, &branch, &files, "a concurrent push");
             }
+            Action::ExtraFile { path, content } => s.extra_file = Some((path, content)),
         }
     }
     let q = |k: &str| query.iter().find(|(qk, _)| qk == k).map(|(_, v)| v.as_str());
@@ -819,6 +828,9 @@ fn create_commit(s: &mut State, b: &Value, level: u32, web: &str) -> Reply {
             "delete" => changes.push(Change::Delete(path)),
             other => return message(400, format!("Unknown action '{other}'")),
         }
+    }
+    if let Some((path, content)) = s.extra_file.take() {
+        changes.push(Change::Write(path, content.into_bytes()));
     }
     let message_text = b["commit_message"].as_str().unwrap_or_default();
     let sha =
