@@ -867,6 +867,9 @@ mod tests {
             "defsync_api_key",
             "SOME_API_KEY",
             "DEFSYNC_SERVER_KEYS",
+            "GITLAB_TOKEN",
+            "CI_JOB_TOKEN",
+            "DEFSYNC_GITLAB_TRIGGER_TOKEN",
         ] {
             assert!(scrubbed(name), "{name}");
         }

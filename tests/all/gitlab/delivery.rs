@@ -382,3 +382,41 @@ async fn doctor_on_a_job_token_says_what_it_may_not_do() {
     assert!(rows["GitLab client"].1.contains("holds no PEM certificate"), "{out}");
     s.assert_conforms();
 }
+
+#[test]
+fn the_gitlab_token_reaches_git_as_basic_oauth2_only_for_the_instance() {
+    use base64::Engine as _;
+    const TOKEN: &str = "glpat-tokenThatNeverReachesArgv";
+    let env = Env::new();
+    // Port 9 on loopback refuses the connection: the fetch fails after git read its config.
+    let server = "https://127.0.0.1:9";
+    env.git(&["remote", "add", "gitlab", &format!("{server}/acme/defs.git")]);
+    env.git(&["remote", "add", "elsewhere", "https://127.0.0.2:9/acme/defs.git"]);
+    let spy = crate::credentials::GitSpy::new();
+    let path = spy.path();
+    let header_for = |remote: &str, token: (&str, &str)| {
+        let _ = std::fs::remove_file(spy.log());
+        let run = env.defsync_in(
+            &env.work,
+            &["push", "--json", "--remote", remote],
+            &[("PATH", path.as_str()), ("GITLAB_CI", "true"), ("CI_SERVER_URL", server), token],
+        );
+        assert_ne!(run.code, 0, "{remote}: nothing listens there: {run:?}");
+        let all = format!("{}{}", run.stdout, run.stderr);
+        assert!(all.contains("cannot fetch") && !all.contains(TOKEN), "{remote}: {all}");
+        let calls = spy.calls();
+        let fetch = calls.iter().find(|c| c.args.first().is_some_and(|a| a == "fetch")).expect("a fetch");
+        assert!(!fetch.args.iter().any(|a| a.contains(TOKEN)), "{:?}", fetch.args);
+        for (name, value) in &fetch.env {
+            assert!(!["GITLAB_TOKEN", "CI_JOB_TOKEN"].contains(&name.as_str()), "git inherited {name}");
+            assert!(!value.contains(TOKEN), "git sees the token in {name}");
+        }
+        fetch.config().into_iter().filter(|(k, _)| k.contains("extraheader")).map(|(_, v)| v).collect::<Vec<_>>()
+    };
+    let basic = |user: &str| {
+        format!("AUTHORIZATION: basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{TOKEN}")))
+    };
+    assert_eq!(header_for("gitlab", ("GITLAB_TOKEN", TOKEN)), ["".to_owned(), basic("oauth2")]);
+    assert_eq!(header_for("gitlab", ("CI_JOB_TOKEN", TOKEN)), ["".to_owned(), basic("gitlab-ci-token")]);
+    assert!(header_for("elsewhere", ("GITLAB_TOKEN", TOKEN)).is_empty(), "another host got the token");
+}
