@@ -99,8 +99,10 @@ pub struct Repo {
     /// `safe.directory` to pass to every command, for container actions whose workspace belongs
     /// to another user. Given through the environment, so no config file is ever changed.
     safe_directory: Option<String>,
-    /// How `fetch` and `push` authenticate to the GitHub server, when a token was given.
+    /// How `fetch` and `push` authenticate to the forge's server, when a token was given.
     auth: Option<GitHubAuth>,
+    /// `git push -o` options for pushes onto the synced branch (GitLab's `ci.skip`).
+    push_options: Vec<String>,
 }
 
 /// defsync's own credentials for `git fetch` and `git push` on the GitHub server: the token it
@@ -124,13 +126,24 @@ impl GitHubAuth {
     /// `None` unless the server is an `https://` URL and the token is not empty: a token must
     /// never travel in clear text.
     pub fn new(token: &str, server_url: &str) -> Option<Self> {
+        Self::basic("x-access-token", token, server_url)
+    }
+
+    /// A GitLab token for an https origin on `server_url` (`CI_SERVER_URL`, or the instance's
+    /// root). GitLab takes any user name with a project, group or personal access token and
+    /// documents `oauth2`; a CI/CD job token must come with the user `gitlab-ci-token`.
+    pub fn gitlab(token: &str, job_token: bool, server_url: &str) -> Option<Self> {
+        Self::basic(if job_token { "gitlab-ci-token" } else { "oauth2" }, token, server_url)
+    }
+
+    fn basic(user: &str, token: &str, server_url: &str) -> Option<Self> {
         use base64::Engine as _;
         let server = server_url.trim().trim_end_matches('/');
         let rest = server.strip_prefix("https://").filter(|r| !r.is_empty() && !r.contains('@'))?;
         if token.is_empty() || token.chars().any(|c| c.is_control() || c.is_whitespace()) || rest.contains(' ') {
             return None;
         }
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{token}"));
         Some(GitHubAuth { server: server.to_owned(), header: format!("AUTHORIZATION: basic {basic}") })
     }
 
@@ -191,7 +204,7 @@ impl Repo {
             .ok()
             .filter(|_| std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true"))
             .filter(|w| !w.is_empty());
-        let probe = Repo { root: dir.to_path_buf(), safe_directory, auth: None };
+        let probe = Repo { root: dir.to_path_buf(), safe_directory, auth: None, push_options: Vec::new() };
         let top = probe.run(["rev-parse", "--show-toplevel"]).map_err(|e| {
             Error::Config(format!(
                 "{} is not inside a Git work tree ({e}); run defsync from a clone of the repository",
@@ -205,9 +218,15 @@ impl Repo {
         &self.root
     }
 
-    /// Authenticates `fetch` and `push` to https remotes on the GitHub server with `auth`.
+    /// Authenticates `fetch` and `push` to https remotes on the forge's server with `auth`.
     pub fn with_auth(self, auth: Option<GitHubAuth>) -> Self {
         Repo { auth, ..self }
+    }
+
+    /// Sends these `git push -o` options with every push onto the synced branch (not with the
+    /// change-request branch, whose pipelines are the review's checks).
+    pub fn with_push_options(self, push_options: Vec<String>) -> Self {
+        Repo { push_options, ..self }
     }
 
     fn command<I, S>(&self, args: I) -> Command
@@ -579,7 +598,12 @@ impl Repo {
     /// Pushes `commit` to `refs/heads/<branch>` on `remote`, fast-forward only.
     pub fn push(&self, remote: &str, commit: &str, branch: &str) -> Result<PushOutcome> {
         let refspec = format!("{commit}:refs/heads/{branch}");
-        let mut cmd = self.remote_command(&["push", "--porcelain", "--quiet", remote, &refspec], remote, true);
+        let mut args = vec!["push", "--porcelain", "--quiet"];
+        for option in &self.push_options {
+            args.extend(["-o", option.as_str()]);
+        }
+        args.extend([remote, refspec.as_str()]);
+        let mut cmd = self.remote_command(&args, remote, true);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let out = cmd.output().map_err(|e| Error::Git(format!("cannot run git: {e}")))?;
         if out.status.success() {
@@ -602,6 +626,49 @@ impl Repo {
         self.output(self.remote_command(&["push", "--quiet", remote, &refspec], remote, true))
             .map(drop)
             .map_err(|e| Error::Git(push_failure_hint(branch, &e.to_string())))
+    }
+
+    /// The last commit on `rev`'s history that changed each of `paths`, as `git log -1 -- path`
+    /// finds it (GitLab's `last_commit_id`); paths no commit changed are left out. One walk of
+    /// the history, limited to the paths' directories, rather than one `git log` per path.
+    pub fn last_commits(&self, rev: &str, paths: &[&str]) -> Result<std::collections::HashMap<String, Oid>> {
+        use std::collections::{BTreeSet, HashMap, HashSet};
+        let mut wanted: HashSet<&str> = paths.iter().copied().collect();
+        let mut found = HashMap::new();
+        if wanted.is_empty() {
+            return Ok(found);
+        }
+        let dirs: BTreeSet<&str> = paths.iter().map(|p| p.rsplit_once('/').map_or(".", |(d, _)| d)).collect();
+        // A merge counts where it changed a path against every parent (`dense-combined`), as
+        // history simplification makes `git log -- path` show it.
+        let mut args = vec![
+            "log",
+            "-z",
+            "--format=%x01%H",
+            "--name-only",
+            "--no-renames",
+            "--diff-merges=dense-combined",
+            rev,
+            "--",
+        ];
+        args.extend(dirs.iter().copied());
+        let out = self.output(self.command(&args))?;
+        let mut current: Option<String> = None;
+        for field in out.split(|b| *b == 0) {
+            let field = String::from_utf8_lossy(field);
+            let field = field.trim_start_matches('\n');
+            if let Some(sha) = field.strip_prefix('\u{1}') {
+                current = Some(sha.to_owned());
+            } else if let Some(sha) = &current
+                && wanted.remove(field)
+            {
+                found.insert(field.to_owned(), sha.clone());
+                if wanted.is_empty() {
+                    break;
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// The subject and trailers of a commit, for reports.
@@ -678,6 +745,12 @@ fn push_failure_hint(branch: &str, text: &str) -> String {
         "the branch is protected by a rule or ruleset that refuses direct pushes: allow the workflow to push, or deliver through a pull request"
     } else if text.contains("refusing to allow") && text.contains("workflow") {
         "definitions under .github/workflows need a token with the workflows permission"
+    } else if text.contains("not allowed to push code to protected branches") {
+        "GitLab: the branch is protected and this token's role may not push to it: deliver through a merge request (`--delivery merge-request`), or allow the role in Settings → Repository → Protected branches"
+    } else if text.contains("You are not allowed to upload code") {
+        "GitLab: the token may not push: a project access token needs `write_repository` and at least Developer; a CI/CD job token pushes only where the project turns on \"Allow Git push requests to the repository\" (GitLab 17.2+)"
+    } else if text.contains("HTTP Basic: Access denied") {
+        "GitLab refused the token for git: it is invalid, expired or revoked, or lacks `read_repository`/`write_repository`; update the GITLAB_TOKEN CI/CD variable"
     } else if text.contains("403") || text.contains("Permission") || text.contains("denied") {
         "the token may not push: give the workflow `permissions: contents: write`"
     } else if text.contains("could not read Username") || text.contains("Authentication failed") {
@@ -731,6 +804,57 @@ mod tests {
     }
 
     #[test]
+    fn gitlab_tokens_go_as_basic_oauth2_or_gitlab_ci_token() {
+        use base64::Engine as _;
+        let decode = |auth: &GitHubAuth| {
+            let header = auth.config()[1].1.clone();
+            let b64 = header.strip_prefix("AUTHORIZATION: basic ").unwrap().to_owned();
+            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap()
+        };
+        let pat = GitHubAuth::gitlab("glpat-x", false, "https://gitlab.example.com/").unwrap();
+        assert_eq!(decode(&pat), "oauth2:glpat-x");
+        assert!(pat.applies_to("https://gitlab.example.com/g/sub/p.git"));
+        let job = GitHubAuth::gitlab("job", true, "https://gitlab.example.com").unwrap();
+        assert_eq!(decode(&job), "gitlab-ci-token:job");
+        assert!(GitHubAuth::gitlab("glpat-x", false, "http://gitlab.example.com").is_none());
+    }
+
+    #[test]
+    fn last_commits_match_git_log_per_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let out = Command::new("git")
+                .current_dir(dir.path())
+                .args(args)
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_AUTHOR_NAME", "a")
+                .env("GIT_AUTHOR_EMAIL", "a@example.com")
+                .env("GIT_COMMITTER_NAME", "a")
+                .env("GIT_COMMITTER_EMAIL", "a@example.com")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        git(&["init", "-q", "-b", "main"]);
+        std::fs::create_dir_all(dir.path().join("d/e")).unwrap();
+        std::fs::write(dir.path().join("d/a b.yaml"), "1").unwrap();
+        std::fs::write(dir.path().join("d/e/c.yaml"), "1").unwrap();
+        git(&["add", "."]);
+        git(&["commit", "-qm", "one"]);
+        std::fs::write(dir.path().join("d/e/c.yaml"), "2").unwrap();
+        git(&["commit", "-qam", "two"]);
+        let repo = Repo::discover(dir.path()).unwrap();
+        let found = repo.last_commits("HEAD", &["d/a b.yaml", "d/e/c.yaml", "d/none.yaml"]).unwrap();
+        for path in ["d/a b.yaml", "d/e/c.yaml"] {
+            assert_eq!(found[path], git(&["log", "-1", "--format=%H", "--", path]), "{path}");
+        }
+        assert_ne!(found["d/a b.yaml"], found["d/e/c.yaml"]);
+        assert!(!found.contains_key("d/none.yaml"));
+    }
+
+    #[test]
     fn git_never_sees_the_platform_key_or_tokens() {
         for name in [
             "DEFSYNC_API_KEY",
@@ -743,6 +867,9 @@ mod tests {
             "defsync_api_key",
             "SOME_API_KEY",
             "DEFSYNC_SERVER_KEYS",
+            "GITLAB_TOKEN",
+            "CI_JOB_TOKEN",
+            "DEFSYNC_GITLAB_TRIGGER_TOKEN",
         ] {
             assert!(scrubbed(name), "{name}");
         }

@@ -34,8 +34,7 @@ pub const SUMMARY_FILE: &str = "defsync-summary.md";
 /// `POST /projects/:id/trigger/pipeline` with `variables[DEFSYNC_PROJECT_ID]=...`). The
 /// component's `project-id` and `commit-id` inputs reach the binary as `DEFSYNC_PROJECT` and
 /// `DEFSYNC_COMMIT` instead, which win over these.
-pub const PROJECT_VAR: &str = "DEFSYNC_PROJECT_ID";
-pub const COMMIT_VAR: &str = "DEFSYNC_COMMIT_ID";
+pub use crate::forge::gitlab::pipeline::{COMMIT_VARIABLE as COMMIT_VAR, PROJECT_VARIABLE as PROJECT_VAR};
 
 /// The `dotenv` variables, in order: the Action's outputs but `report` (multi-line values are
 /// refused by GitLab; the JSON report is an artifact of its own).
@@ -82,6 +81,8 @@ pub struct Runtime {
     secrets: Mutex<Vec<String>>,
     sections: Mutex<Vec<String>>,
     clock: Option<u64>,
+    /// A merge request pipeline (`CI_MERGE_REQUEST_IID`): the summary also goes on the MR.
+    merge_request: bool,
 }
 
 impl Runtime {
@@ -98,6 +99,7 @@ impl Runtime {
             secrets: Mutex::new(secrets),
             sections: Mutex::new(Vec::new()),
             clock: None,
+            merge_request: nonempty("CI_MERGE_REQUEST_IID").is_some(),
         })
     }
 
@@ -139,6 +141,16 @@ impl Runtime {
         out
     }
 
+    /// The Markdown summary of a finished run, for the summary file and the MR note.
+    fn summary(&self, report: &Report) -> String {
+        let host = crate::markdown::Host {
+            limit_name: "the summary's 1 MiB limit",
+            full_report: &format!("the JSON report ({REPORT_FILE})"),
+            run_link: self.event.run_url.as_deref().map(|u| ("View this job", u)),
+        };
+        crate::markdown::summary(report, &host, SUMMARY_LIMIT)
+    }
+
     /// Writes the four report files for a finished run; returns their paths.
     pub fn write_reports(&self, report: &Report) -> Result<Vec<PathBuf>> {
         let dir = &self.dir;
@@ -153,16 +165,11 @@ impl Runtime {
                 dir.display()
             );
         }
-        let host = crate::markdown::Host {
-            limit_name: "the summary's 1 MiB limit",
-            full_report: &format!("the JSON report ({REPORT_FILE})"),
-            run_link: self.event.run_url.as_deref().map(|u| ("View this job", u)),
-        };
         let files = [
             (DOTENV_FILE, dotenv(report)),
             (REPORT_FILE, serde_json::to_string_pretty(report).context("cannot render the JSON report")? + "\n"),
             (CODEQUALITY_FILE, codequality(report)),
-            (SUMMARY_FILE, crate::markdown::summary(report, &host, SUMMARY_LIMIT)),
+            (SUMMARY_FILE, self.summary(report)),
         ];
         let mut written = Vec::new();
         for (name, text) in files {
@@ -177,6 +184,10 @@ impl Runtime {
 impl crate::ci::Runtime for Runtime {
     fn event(&self) -> crate::ci::Event {
         self.event.clone()
+    }
+
+    fn change_request_summary(&self, report: &Report) -> Option<String> {
+        self.merge_request.then(|| self.scrub(&self.summary(report)))
     }
 
     fn mask(&self, _log: &mut dyn Write, secret: &str) -> std::io::Result<()> {

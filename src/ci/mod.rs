@@ -63,6 +63,13 @@ pub trait Runtime {
     ///   as a Code Quality report, the summary as a Markdown artifact and, in merge request
     ///   pipelines, one MR note that each run updates (that note goes through the forge).
     fn finish(&self, log: &mut dyn Write, report: &Report) -> anyhow::Result<()>;
+
+    /// The summary to show on the change request this run checks, with no secret in it, for the
+    /// forge to post (GitLab: one MR note that each run edits); `None` when the run checks no
+    /// change request, or when [`Runtime::finish`] already shows it there (Actions).
+    fn change_request_summary(&self, _report: &Report) -> Option<String> {
+        None
+    }
 }
 
 /// The runtime this process runs in: GitHub Actions when `GITHUB_ACTIONS=true`, GitLab CI/CD

@@ -43,13 +43,20 @@ pub struct DoctorArgs {
     /// Print the checks as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// The forge, and on GitLab where to reach it; the token is read from GITLAB_TOKEN (or
+    /// DEFSYNC_GITLAB_TOKEN, else CI_JOB_TOKEN).
+    #[command(flatten)]
+    pub gitlab: crate::cli::GitLabArgs,
 }
 
 /// Returns the process exit status: 1 when something a configured feature needs is missing.
 pub async fn run(args: &DoctorArgs) -> i32 {
     let mut checks = platform_checks(args).await;
     checks.extend(git_checks(args, Path::new(".")));
-    checks.extend(github_checks(args).await);
+    match crate::cli::ForgeArg::resolve(args.gitlab.forge) {
+        crate::cli::ForgeArg::Github => checks.extend(github_checks(args).await),
+        crate::cli::ForgeArg::Gitlab => checks.extend(gitlab_checks(args).await),
+    }
     if args.json {
         match serde_json::to_string_pretty(&checks) {
             Ok(json) => println!("{json}"),
@@ -155,12 +162,20 @@ fn git_checks(args: &DoctorArgs, dir: &Path) -> Vec<Check> {
     let needs_push = writes_git && args.commit_via == CommitVia::Git;
     let origin = git(dir, &["remote", "get-url", "origin"]);
     let unchecked = origin.as_deref().and_then(credentials_unchecked);
-    let token = args.github_token.as_deref().is_some_and(|t| !t.is_empty());
+    let gitlab = crate::cli::ForgeArg::resolve(args.gitlab.forge) == crate::cli::ForgeArg::Gitlab;
+    let token = if gitlab {
+        crate::forge::gitlab::token_from_env().is_some()
+    } else {
+        args.github_token.as_deref().is_some_and(|t| !t.is_empty())
+    };
     let check = if token && origin.as_deref().is_some_and(|u| u.to_ascii_lowercase().starts_with("https://")) {
         Check::new(
             "push credentials",
             Outcome::Ok,
-            "a GitHub token is given: defsync hands it to its own git fetch and push through the environment (value not shown)",
+            format!(
+                "a {} token is given: defsync hands it to its own git fetch and push through the environment (value not shown)",
+                if gitlab { "GitLab" } else { "GitHub" }
+            ),
         )
     } else if !keys.is_empty() {
         Check::new(
@@ -246,6 +261,54 @@ async fn github_checks(args: &DoctorArgs) -> Vec<Check> {
         writes: writes_git,
     };
     check_github(&gh, TokenKind::of(&token), &needs).await
+}
+
+/// The GitLab rows: the instance, the token, the role, the branch's protection.
+async fn gitlab_checks(args: &DoctorArgs) -> Vec<Check> {
+    use crate::forge::gitlab::{GitLab, Project, doctor};
+    let writes = args.direction != DirectionArg::GitToPlatform;
+    let api_needed = writes && (args.commit_via == CommitVia::Api || args.delivery == Delivery::PullRequest);
+    let Some(mut options) = crate::cli::sync::gitlab_options(&args.gitlab) else {
+        let c = Check::new("GitLab token", if api_needed { Outcome::Fail } else { Outcome::Ok }, "not configured");
+        return vec![if api_needed {
+            c.fix("set GITLAB_TOKEN (a masked CI/CD variable) to a project access token with the `api` scope")
+        } else {
+            c.fix("optional with --commit-via git and --delivery commit; set GITLAB_TOKEN to check scopes and branch rules")
+        }];
+    };
+    let project = crate::cli::sync::gitlab_project(&args.gitlab, "");
+    if project.is_empty() {
+        return vec![
+            Check::new("GitLab project", Outcome::Fail, "not configured")
+                .fix("pass --gitlab-project (an ID or group/name) or run inside a job (CI_PROJECT_ID)"),
+        ];
+    }
+    // A doctor answers now or says it could not.
+    options.retries = 1;
+    options.max_rate_limit_wait = std::time::Duration::from_secs(5);
+    let url_source = if args.gitlab.gitlab_url.as_deref().is_some_and(|u| !u.is_empty()) {
+        "--gitlab-url"
+    } else if std::env::var("CI_API_V4_URL").is_ok_and(|u| !u.is_empty()) {
+        "CI_API_V4_URL"
+    } else {
+        "the default; pass --gitlab-url for a self-managed instance"
+    };
+    let gl = match GitLab::new(options) {
+        Ok(g) => g,
+        Err(e) => return vec![Check::new("GitLab client", Outcome::Fail, format!("{e:#}"))],
+    };
+    let project = Project(project);
+    let today = doctor::today();
+    let needs = doctor::Needs {
+        project: &project,
+        branch: args.branch.as_deref().filter(|b| !b.is_empty()),
+        delivery: args.delivery,
+        commit_via: args.commit_via,
+        writes,
+        url_source,
+        today: &today,
+    };
+    doctor::check_gitlab(&gl, &needs).await
 }
 
 #[cfg(test)]

@@ -41,9 +41,9 @@ pub enum Command {
     Dashboard(dashboard::DashboardArgs),
     /// Run a complete round trip on a scratch store and repository, explaining each step.
     Demo(demo::DemoArgs),
-    /// Trigger the pull workflow on GitHub (for the platform side).
+    /// Trigger the pull workflow on GitHub or the pull pipeline on GitLab (for the platform side).
     Dispatch(dispatch::DispatchArgs),
-    /// Check everything a sync needs: platform, key, GitHub token, permissions, branch rules.
+    /// Check everything a sync needs: platform, key, forge token, permissions, branch rules.
     Doctor(doctor::DoctorArgs),
     /// Check a running Sync API server against every rule of the contract (for platform teams).
     Conformance(conformance::ConformanceArgs),
@@ -120,6 +120,47 @@ pub struct TargetArgs {
     /// machine can read a command line.
     #[arg(long, env = "DEFSYNC_GITHUB_TOKEN", hide_env_values = true)]
     pub github_token: Option<String>,
+    #[command(flatten)]
+    pub gitlab: GitLabArgs,
+}
+
+/// Where the repository lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ForgeArg {
+    Github,
+    Gitlab,
+}
+
+impl ForgeArg {
+    /// The forge given, else GitLab inside a GitLab CI/CD job (`GITLAB_CI=true`), else GitHub.
+    pub fn resolve(given: Option<ForgeArg>) -> ForgeArg {
+        given.unwrap_or_else(|| {
+            if std::env::var("GITLAB_CI").as_deref() == Ok("true") { ForgeArg::Gitlab } else { ForgeArg::Github }
+        })
+    }
+}
+
+/// The forge and, on GitLab, where to reach it. GitLab's token is read from the environment
+/// only (`DEFSYNC_GITLAB_TOKEN`, else `GITLAB_TOKEN`, else the job's `CI_JOB_TOKEN`), never from
+/// a command line.
+#[derive(Debug, Clone, Default, Args)]
+pub struct GitLabArgs {
+    /// Where the repository lives [default: gitlab inside a GitLab CI/CD job (GITLAB_CI=true),
+    /// else github].
+    #[arg(long, env = "DEFSYNC_FORGE", value_enum)]
+    pub forge: Option<ForgeArg>,
+    /// GitLab's API root, https://HOST/api/v4 [default: CI_API_V4_URL inside a job, else
+    /// https://gitlab.com/api/v4].
+    #[arg(long, env = "DEFSYNC_GITLAB_URL")]
+    pub gitlab_url: Option<String>,
+    /// The GitLab project, by numeric ID or full path (group/sub/name) [default: CI_PROJECT_ID,
+    /// else the origin's path].
+    #[arg(long, env = "DEFSYNC_GITLAB_PROJECT")]
+    pub gitlab_project: Option<String>,
+    /// A PEM file of CA certificates to trust for GitLab besides the system's: a self-managed
+    /// instance whose certificate a private CA signed.
+    #[arg(long, env = "DEFSYNC_GITLAB_CA_CERT", value_name = "FILE")]
+    pub gitlab_ca_cert: Option<std::path::PathBuf>,
 }
 
 /// The deletion guard's options, for the commands that may delete (`pull`, `push`) and for
@@ -178,6 +219,10 @@ pub struct PullArgs {
     /// Committer for pull commits, as "Name <email>".
     #[arg(long, env = "DEFSYNC_COMMITTER")]
     pub committer: Option<String>,
+    /// GitLab: start no pipeline for pull commits onto the branch (`git push -o ci.skip`, or
+    /// `[skip ci]` in an API commit's message). The push pipeline would be a no-op anyway.
+    #[arg(long, env = "DEFSYNC_CI_SKIP")]
+    pub ci_skip: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -237,6 +282,8 @@ pub struct SyncArgs {
     pub github_api_url: String,
     pub author: Option<String>,
     pub committer: Option<String>,
+    pub gitlab: GitLabArgs,
+    pub ci_skip: bool,
 }
 
 impl From<TargetArgs> for SyncArgs {
@@ -261,6 +308,8 @@ impl From<TargetArgs> for SyncArgs {
             github_api_url: crate::forge::github::DEFAULT_API_URL.into(),
             author: None,
             committer: None,
+            gitlab: t.gitlab,
+            ci_skip: false,
         }
     }
 }
@@ -280,6 +329,7 @@ impl From<PullArgs> for SyncArgs {
             github_api_url: a.github_api_url,
             author: a.author,
             committer: a.committer,
+            ci_skip: a.ci_skip,
             ..a.target.into()
         }
     }

@@ -3,7 +3,7 @@
 
 use crate::api::Direction;
 use crate::ci::Event;
-use crate::cli::{DirectionArg, OnConflict, PlatformArgs, SyncArgs};
+use crate::cli::{DirectionArg, ForgeArg, GitLabArgs, OnConflict, PlatformArgs, SyncArgs};
 use crate::engine::plan::Preference;
 use crate::engine::{self, Request};
 use crate::error::{Error, Result};
@@ -32,7 +32,8 @@ pub async fn command(which: Which, args: &SyncArgs, runtime: &dyn crate::ci::Run
     let mut stderr = std::io::stderr();
     let secrets = [args.platform.api_key.clone()]
         .into_iter()
-        .chain(crate::forge::github::TOKEN_VARIABLES.iter().map(|v| std::env::var(v).ok()));
+        .chain(crate::forge::github::TOKEN_VARIABLES.iter().map(|v| std::env::var(v).ok()))
+        .chain(crate::forge::gitlab::TOKEN_VARIABLES.iter().map(|v| std::env::var(v).ok()));
     for secret in secrets.flatten() {
         let _ = runtime.mask(&mut stderr, &secret);
     }
@@ -65,6 +66,9 @@ pub async fn command(which: Which, args: &SyncArgs, runtime: &dyn crate::ci::Run
     if let Err(e) = runtime.finish(&mut stderr, &report) {
         eprintln!("error: cannot write the step's outputs or summary: {}", crate::output::data(&format!("{e:#}")));
     }
+    if let Some(markdown) = runtime.change_request_summary(&report) {
+        summary_on_change_request(args, &markdown).await;
+    }
     if args.json {
         match serde_json::to_string_pretty(&report) {
             Ok(json) => println!("{json}"),
@@ -74,18 +78,54 @@ pub async fn command(which: Which, args: &SyncArgs, runtime: &dyn crate::ci::Run
     report.exit_code()
 }
 
+/// Posts the run's summary on the change request the pipeline checks, through the forge. A
+/// summary that cannot be posted never fails the run: the summary file has it too.
+async fn summary_on_change_request(args: &SyncArgs, markdown: &str) {
+    if ForgeArg::resolve(args.gitlab.forge) != ForgeArg::Gitlab {
+        return;
+    }
+    if !matches!(crate::forge::gitlab::token_from_env(), Some((_, crate::forge::gitlab::TokenKind::Access))) {
+        eprintln!(
+            "defsync: the summary is not posted on the merge request: that needs GITLAB_TOKEN (a token with the \
+             `api` scope), and the job token cannot write notes; it is in the summary file"
+        );
+        return;
+    }
+    match crate::forge::gitlab::summary_note_in_job(markdown).await {
+        Ok(Some(note)) => eprintln!("defsync: the summary is note {note} on the merge request"),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("warning: cannot post the summary on the merge request: {}", crate::output::data(&e.to_string()))
+        }
+    }
+}
+
 /// Runs a sync command: resolves the request from `args` and the CI `event`, picks the forge, and
 /// hands both to the engine.
 pub async fn run(which: Which, args: &SyncArgs, event: &Event) -> Result<Report> {
     let started = std::time::Instant::now();
-    let repo = Repo::discover(&std::env::current_dir().map_err(|e| Error::Config(e.to_string()))?)?
-        .with_auth(crate::git::GitHubAuth::from_env(args.github_token.as_deref()));
+    let kind = ForgeArg::resolve(args.gitlab.forge);
+    let repo = Repo::discover(&std::env::current_dir().map_err(|e| Error::Config(e.to_string()))?)?;
+    let repo = match kind {
+        ForgeArg::Github => repo.with_auth(crate::git::GitHubAuth::from_env(args.github_token.as_deref())),
+        ForgeArg::Gitlab => repo.with_auth(gitlab_git_auth(&args.gitlab)),
+    };
+    let repo = match (kind, args.ci_skip) {
+        (_, false) => repo,
+        (ForgeArg::Gitlab, true) => repo.with_push_options(vec!["ci.skip".into()]),
+        (ForgeArg::Github, true) => {
+            return Err(Error::Config(
+                "--ci-skip is for GitLab; on GitHub, pushes made with the workflow's GITHUB_TOKEN start no workflows"
+                    .into(),
+            ));
+        }
+    };
     let platform = open_platform(&args.platform)?;
     let req = request(which, args, &repo, event)?;
     tracing::debug!(?req, "request");
-    let forge = forge(args, &req);
+    let forge = forge(kind, args, &req, &repo);
     let mut report = match which {
-        Which::Pull => engine::pull(&repo, &platform, &forge, &req).await,
+        Which::Pull => engine::pull(&repo, &platform, forge.as_ref(), &req).await,
         Which::Push => engine::push(&repo, &platform, &req).await,
         Which::Status => engine::status(&repo, &platform, &req).await,
         Which::Link => engine::link(&platform, &req).await,
@@ -102,14 +142,59 @@ pub async fn run(which: Which, args: &SyncArgs, event: &Event) -> Result<Report>
     Ok(report)
 }
 
-/// The forge the repository lives on: GitHub, the only one so far.
-fn forge(args: &SyncArgs, req: &Request) -> crate::forge::github::GitHubForge {
-    let options = args
-        .github_token
-        .as_deref()
-        .filter(|t| !t.is_empty())
-        .map(|t| crate::forge::github::GitHubOptions::new(t, args.github_api_url.clone()));
-    crate::forge::github::GitHubForge::new(options, req.repository.clone())
+/// The forge the repository lives on.
+fn forge(kind: ForgeArg, args: &SyncArgs, req: &Request, repo: &Repo) -> Box<dyn crate::forge::Forge> {
+    match kind {
+        ForgeArg::Github => {
+            let options = args
+                .github_token
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .map(|t| crate::forge::github::GitHubOptions::new(t, args.github_api_url.clone()));
+            Box::new(crate::forge::github::GitHubForge::new(options, req.repository.clone()))
+        }
+        ForgeArg::Gitlab => {
+            let options = gitlab_options(&args.gitlab);
+            let project = gitlab_project(&args.gitlab, &req.repository);
+            Box::new(crate::forge::gitlab::GitLabForge::new(options, project, Some(repo.clone())).skip_ci(args.ci_skip))
+        }
+    }
+}
+
+/// GitLab's client options from the arguments and the token in the environment.
+pub fn gitlab_options(args: &GitLabArgs) -> Option<crate::forge::gitlab::GitLabOptions> {
+    let (token, kind) = crate::forge::gitlab::token_from_env()?;
+    let mut options = crate::forge::gitlab::GitLabOptions::new(
+        token,
+        kind,
+        crate::forge::gitlab::api_url(args.gitlab_url.as_deref()),
+    );
+    options.ca_cert = args.gitlab_ca_cert.clone();
+    Some(options)
+}
+
+/// The GitLab project: `--gitlab-project`, else the job's `CI_PROJECT_ID`, else the path of
+/// the repository as the link names it (`group/sub/name`, or the path of a self-managed URL).
+pub fn gitlab_project(args: &GitLabArgs, repository: &str) -> String {
+    let given = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    given(args.gitlab_project.clone()).or_else(|| given(std::env::var("CI_PROJECT_ID").ok())).unwrap_or_else(|| {
+        match repository.split_once("://") {
+            Some((_, rest)) => rest.split_once('/').map_or("", |(_, p)| p).to_owned(),
+            None => repository.to_owned(),
+        }
+    })
+}
+
+/// How `git fetch` and `git push` authenticate to an https origin on the GitLab instance: the
+/// token as `Authorization: Basic` (user `oauth2`, or `gitlab-ci-token` for the job token),
+/// through the environment like the GitHub header.
+fn gitlab_git_auth(args: &GitLabArgs) -> Option<crate::git::GitHubAuth> {
+    let (token, kind) = crate::forge::gitlab::token_from_env()?;
+    let server = std::env::var("CI_SERVER_URL").ok().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| {
+        let api = crate::forge::gitlab::api_url(args.gitlab_url.as_deref());
+        api.strip_suffix("/api/v4").unwrap_or(&api).to_owned()
+    });
+    crate::git::GitHubAuth::gitlab(&token, kind == crate::forge::gitlab::TokenKind::Job, &server)
 }
 
 /// The branch of a run that syncs none: status or a dry run on a detached checkout.

@@ -13,6 +13,7 @@
 //! this file. The needs of GitLab, the next forge, are written where they bear on a method.
 
 pub mod github;
+pub mod gitlab;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,7 +31,9 @@ pub enum Delivery {
     /// Onto the target branch itself.
     #[default]
     Commit,
-    /// Onto defsync's own branch, with a pull request into the target branch.
+    /// Onto defsync's own branch, with a pull request (GitLab: a merge request) into the target
+    /// branch.
+    #[value(alias = "merge-request")]
     PullRequest,
 }
 
@@ -40,7 +43,8 @@ pub enum CommitVia {
     /// Locally with git, then `git push`.
     #[default]
     Git,
-    /// Through GitHub's git-data API: signed by GitHub, no push credentials needed.
+    /// Through the forge's API (GitHub's git-data API, signed by GitHub; GitLab's commits API):
+    /// no push credentials needed.
     Api,
 }
 
@@ -80,7 +84,9 @@ pub enum Onto<'a> {
 pub enum Committed {
     /// The commit made, by its ID.
     Made(String),
-    /// The target branch no longer points at the parent; nothing moved.
+    /// The target branch no longer points at the parent: nothing moved, or, on a forge with no
+    /// compare-and-swap (GitLab), the commit landed on a concurrent one that touched none of its
+    /// files. Either way the engine re-plans on the new tip, which then holds both.
     BranchMoved,
 }
 

@@ -15,13 +15,13 @@ const KEY: &str = "platform-key-git-must-not-see";
 const TOKEN: &str = "ghs_tokenThatNeverReachesArgv";
 
 /// One git call: its arguments and its environment.
-struct Call {
-    args: Vec<String>,
-    env: Vec<(String, String)>,
+pub(crate) struct Call {
+    pub(crate) args: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
 }
 
 impl Call {
-    fn config(&self) -> Vec<(String, String)> {
+    pub(crate) fn config(&self) -> Vec<(String, String)> {
         let get = |k: &str| self.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let count: usize = get("GIT_CONFIG_COUNT").map_or(0, |n| n.parse().unwrap());
         (0..count)
@@ -31,12 +31,12 @@ impl Call {
 }
 
 /// A `git` first on PATH that records every call, then runs the real git.
-struct GitSpy {
+pub(crate) struct GitSpy {
     dir: tempfile::TempDir,
 }
 
 impl GitSpy {
-    fn new() -> GitSpy {
+    pub(crate) fn new() -> GitSpy {
         let out = Command::new("sh").args(["-c", "command -v git"]).output().unwrap();
         let real = String::from_utf8(out.stdout).unwrap().trim().to_owned();
         assert!(!real.is_empty(), "git is not installed");
@@ -56,15 +56,15 @@ impl GitSpy {
         GitSpy { dir }
     }
 
-    fn path(&self) -> String {
+    pub(crate) fn path(&self) -> String {
         format!("{}:{}", self.dir.path().display(), std::env::var("PATH").unwrap_or_default())
     }
 
-    fn log(&self) -> PathBuf {
+    pub(crate) fn log(&self) -> PathBuf {
         self.dir.path().join("calls.log")
     }
 
-    fn calls(&self) -> Vec<Call> {
+    pub(crate) fn calls(&self) -> Vec<Call> {
         let text = std::fs::read_to_string(self.log()).unwrap_or_default();
         text.split("=== call\n")
             .filter(|c| !c.is_empty())

@@ -8,6 +8,7 @@ mod files;
 mod firsthour;
 mod fuzzing;
 mod github;
+mod gitlab;
 mod gitlab_ci;
 mod guard;
 mod interleave;

@@ -124,7 +124,7 @@ impl Env {
             if k.starts_with("GITHUB_")
                 || k.starts_with("DEFSYNC_")
                 || k == "RUNNER_TEMP"
-                || k == "GITLAB_CI"
+                || k.starts_with("GITLAB_")
                 || k.starts_with("CI_")
             {
                 cmd.env_remove(k);
