@@ -225,7 +225,7 @@ pub fn location(args: &PlatformArgs) -> Result<Location> {
     let given = args.platform.as_deref().filter(|p| !p.is_empty()).ok_or_else(|| {
         Error::Config(
             "no platform: pass --platform or set DEFSYNC_PLATFORM (an http(s):// URL, or the path of a store; \
-             the action's platform-url input)"
+             the action's or the GitLab component's platform-url input)"
                 .into(),
         )
     })?;
@@ -234,7 +234,11 @@ pub fn location(args: &PlatformArgs) -> Result<Location> {
 
 pub fn project(args: &PlatformArgs) -> Result<String> {
     args.project.clone().filter(|p| !p.is_empty()).ok_or_else(|| {
-        Error::Config("no project: pass --project or set DEFSYNC_PROJECT (the action's project-id input)".into())
+        Error::Config(
+            "no project: pass --project or set DEFSYNC_PROJECT (the action's or the GitLab component's project-id \
+             input; a GitLab pipeline trigger sets DEFSYNC_PROJECT_ID)"
+                .into(),
+        )
     })
 }
 
