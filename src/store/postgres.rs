@@ -10,7 +10,9 @@
 //! transaction that PostgreSQL aborts for racing another (serialization failure 40001, deadlock
 //! 40P01, or a unique key taken meanwhile) runs again, a few times, with a growing wait.
 //!
-//! TLS is not built in: `sslmode=require` is refused with a message (see [`PostgresUrl`]).
+//! TLS: `sslmode=require` encrypts with rustls and verifies the server's certificate and name
+//! against the system's roots, plus the CA in `PGSSLROOTCERT` (libpq's variable) for a database
+//! whose certificate a private CA signed. `disable` and `prefer` (the default) do not encrypt.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -65,20 +67,14 @@ impl PostgresUrl {
         let config: postgres::Config = url.parse().map_err(|e| {
             // The parser's messages name the option, never its value.
             let hint = if url.contains("sslmode=verify") {
-                ": defsync supports sslmode=disable or prefer (see `sslmode` in the README)"
+                ": defsync supports sslmode=disable, prefer or require; require always verifies the certificate and \
+                 the host name (see `sslmode` in the README)"
             } else {
                 ""
             };
             format!("the PostgreSQL URL is not valid ({e}){hint}; the form is postgres://USER@HOST:PORT/DATABASE")
         })?;
         let shown = shown(&config);
-        if config.get_ssl_mode() == postgres::config::SslMode::Require {
-            return Err(format!(
-                "the PostgreSQL URL {shown} asks for sslmode=require, but this defsync has no TLS for \
-                 PostgreSQL: reach the database on a private network or through a TLS tunnel, and use \
-                 sslmode=disable or prefer"
-            ));
-        }
         Ok(PostgresUrl { url, shown })
     }
 
@@ -185,6 +181,44 @@ pub(super) struct Postgres {
 /// Opens the pool's connections.
 struct Manager {
     config: postgres::Config,
+    /// For `sslmode=require`.
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+}
+
+/// The TLS connector for `sslmode=require`: the system's roots, and the CA certificates in the
+/// PEM file `PGSSLROOTCERT` names, if any. The certificate and the host name are always verified.
+fn tls_connector() -> anyhow::Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    use anyhow::Context as _;
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    // A system without a readable store still works with PGSSLROOTCERT.
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = std::env::var_os("PGSSLROOTCERT").filter(|p| !p.is_empty()) {
+        let shown = std::path::Path::new(&path).display().to_string();
+        let mut added = 0;
+        for cert in
+            CertificateDer::pem_file_iter(&path).with_context(|| format!("cannot read PGSSLROOTCERT {shown}"))?
+        {
+            let cert = cert.with_context(|| format!("PGSSLROOTCERT {shown} is not a PEM file of certificates"))?;
+            roots.add(cert).with_context(|| format!("PGSSLROOTCERT {shown} holds a certificate rustls refuses"))?;
+            added += 1;
+        }
+        if added == 0 {
+            anyhow::bail!(
+                "PGSSLROOTCERT {shown} holds no certificate: give the PEM file of the CA that signed the database's certificate"
+            );
+        }
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .context("cannot set up TLS")?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 /// A pooled connection, with the statements prepared on it.
@@ -198,7 +232,11 @@ impl r2d2::ManageConnection for Manager {
     type Error = postgres::Error;
 
     fn connect(&self) -> Result<Connection, postgres::Error> {
-        Ok(Connection { client: self.config.connect(NoTls)?, statements: HashMap::new() })
+        let client = match &self.tls {
+            Some(tls) => self.config.connect(tls.clone())?,
+            None => self.config.connect(NoTls)?,
+        };
+        Ok(Connection { client, statements: HashMap::new() })
     }
 
     fn is_valid(&self, conn: &mut Connection) -> Result<(), postgres::Error> {
@@ -213,12 +251,27 @@ impl r2d2::ManageConnection for Manager {
 impl Postgres {
     /// Connects, and migrates the schema (one process at a time).
     pub(super) fn open(url: &PostgresUrl) -> anyhow::Result<Self> {
-        if !url.is_loopback() {
+        let config = url.config();
+        let require_tls = config.get_ssl_mode() == postgres::config::SslMode::Require;
+        if !require_tls && !url.is_loopback() {
             tracing::warn!(
-                "the connection to the PostgreSQL store {url} is not encrypted: keep it on a private network"
+                "the connection to the PostgreSQL store {url} is not encrypted: add sslmode=require to the URL \
+                 (with PGSSLROOTCERT for a private CA), or keep it on a private network"
             );
         }
-        let manager = Manager { config: url.config() };
+        let tls = require_tls.then(tls_connector).transpose()?;
+        let manager = Manager { config, tls };
+        // One connection first, for an error that says why (the pool's only says it timed out).
+        if let Err(e) = r2d2::ManageConnection::connect(&manager) {
+            let cause = with_sources(&e);
+            let hint = if cause.contains("certificate") || cause.contains("UnknownIssuer") {
+                "the database's TLS certificate is not trusted: set PGSSLROOTCERT to the PEM file of the CA that \
+                 signed it"
+            } else {
+                "check that it runs, and the user and password (PGPASSWORD)"
+            };
+            anyhow::bail!("cannot connect to the PostgreSQL store {url}: {cause}; {hint}");
+        }
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
@@ -296,13 +349,28 @@ fn describe(e: &anyhow::Error) -> String {
     }
 }
 
+/// An error and its causes, `a: b: c`: a TLS failure's reason is in its source.
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
 /// The pool's connection errors go to the log, with the pool's own wording.
 #[derive(Debug)]
 struct LogErrors;
 
 impl r2d2::HandleError<postgres::Error> for LogErrors {
     fn handle_error(&self, error: postgres::Error) {
-        tracing::warn!("PostgreSQL connection error: {error}");
+        tracing::warn!("PostgreSQL connection error: {}", with_sources(&error));
     }
 }
 
@@ -761,11 +829,8 @@ mod tests {
             }
         }
         assert!(matches!(StoreLocation::parse("./postgres/store.db").unwrap(), StoreLocation::Sqlite(_)));
-        let e = StoreLocation::parse("postgres://u:s3cret@db.example/defs?sslmode=require").unwrap_err();
-        assert!(
-            e.contains("sslmode=require") && e.contains("sslmode=disable or prefer") && !e.contains("s3cret"),
-            "{e}"
-        );
+        let tls = StoreLocation::parse("postgres://u:s3cret@db.example/defs?sslmode=require").unwrap();
+        assert!(!format!("{tls} {tls:?}").contains("s3cret"));
         let e = StoreLocation::parse("postgres://u:s3cret@db.example/defs?sslmode=verify-full").unwrap_err();
         assert!(e.contains("sslmode") && !e.contains("s3cret"), "{e}");
     }

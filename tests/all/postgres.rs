@@ -403,3 +403,139 @@ async fn a_claim_of_a_killed_process_is_taken_over_after_its_lease() {
     assert_eq!(row.attempts, 2, "the killed process's attempt counts: {row:?}");
     assert!(b.logs().contains("dispatch: started"), "{}", b.logs());
 }
+
+/// Makes a CA and a certificate for 127.0.0.1 signed by it, with the `openssl` command:
+/// `(ca.pem, server.pem, server.key)`.
+fn test_certificates(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    openssl(
+        &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2"]
+            .into_iter()
+            .chain(["-subj", "/CN=defsync test CA", "-addext", "basicConstraints=critical,CA:TRUE"])
+            .collect::<Vec<_>>(),
+    );
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ]);
+    (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
+}
+
+/// A proxy that speaks PostgreSQL's TLS opening (an SSLRequest answered `S`, then a TLS
+/// handshake with `cert`) and forwards the decrypted stream to `upstream`. It closes any
+/// connection that does not ask for TLS first, so a client that skipped TLS fails.
+fn tls_proxy(cert: &std::path::Path, key: &std::path::Path, upstream: std::net::SocketAddr) -> std::net::SocketAddr {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(cert).unwrap().collect::<Result<_, _>>().unwrap();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((mut client, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // SSLRequest: length 8, then the code 80877103.
+                    let mut request = [0u8; 8];
+                    if client.read_exact(&mut request).await.is_err() || request != [0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f] {
+                        return;
+                    }
+                    if client.write_all(b"S").await.is_err() {
+                        return;
+                    }
+                    let Ok(mut tls) = acceptor.accept(client).await else { return };
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut server).await;
+                });
+            }
+        });
+    });
+    addr
+}
+
+/// `sslmode=require` encrypts and verifies the certificate and the host: through a proxy that
+/// accepts TLS only, `serve` works with the proxy's CA in `PGSSLROOTCERT`, and refuses to start
+/// without it, saying why, never showing the password.
+#[test]
+fn sslmode_require_encrypts_and_verifies_the_certificate() {
+    let Some(db) = Db::new() else { return };
+    let config: postgres::Config = db.admin.parse().unwrap();
+    let postgres::config::Host::Tcp(host) = &config.get_hosts()[0] else { return };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let upstream = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port)).unwrap().next().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_certificates(certs.path());
+    let proxy = tls_proxy(&cert, &key, upstream);
+    let hostport = format!("{host}:{port}");
+    assert!(db.url.contains(&hostport), "the test URL names its port: {}", db.url);
+    let url = format!("{}&sslmode=require", db.url.replacen(&hostport, &proxy.to_string(), 1));
+
+    let server = ServerProcess::start_with(
+        std::path::Path::new(&url),
+        KEY,
+        &[],
+        &[("PGPASSWORD", db.password.as_str()), ("PGSSLROOTCERT", ca.to_str().unwrap())],
+    );
+    let mut stream = std::net::TcpStream::connect(server.url().trim_start_matches("http://")).unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: defsync\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(server);
+
+    // Without the CA, the certificate is not trusted: serve does not start.
+    let out = std::process::Command::new(crate::support::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--key", KEY, "--store", &url])
+        .env("PGPASSWORD", &db.password)
+        .env_remove("PGSSLROOTCERT")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.to_lowercase().contains("certificate") || stderr.contains("UnknownIssuer"), "{stderr}");
+    assert!(stderr.contains("PGSSLROOTCERT") && stderr.contains("UnknownIssuer"), "{stderr}");
+    // The URL is shown without its password (here the same word as the user's name).
+    assert!(!stderr.contains(&format!(":{}@", db.password)), "{stderr}");
+}
