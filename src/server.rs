@@ -7,11 +7,13 @@
 //! holds from the next request on, in every process sharing the database. `GET /healthz` needs no
 //! key; `GET /metrics` needs one unless it has a listen address of its own.
 //!
-//! With a dispatch configured, a worker ([`autodispatch`]) also starts the pull workflow on
-//! GitHub after every commit whose origin is not `git`.
+//! With a dispatch configured, a worker ([`autodispatch`]) also starts the pull after every
+//! commit whose origin is not `git`: a workflow on GitHub or a pipeline on GitLab, whichever of
+//! the [`targets`] serves the project.
 
 mod autodispatch;
 pub mod metrics;
+pub mod targets;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -123,11 +125,8 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("reading the dispatch outbox: {e}"))?;
             let count = |state| counts.iter().find(|(s, _)| *s == state).map_or(0, |(_, n)| *n);
             tracing::info!(
-                "dispatch: after every commit not from git, start {} on {} in {} ({} pending from before, {} failed \
-                 earlier)",
-                data(&config.workflow),
-                data(&config.git_ref),
-                config.repository,
+                "dispatch: after every commit not from git, start {} ({} pending from before, {} failed earlier)",
+                data(&config.describe()),
                 count(crate::store::DispatchState::Pending),
                 count(crate::store::DispatchState::Failed)
             );

@@ -1,18 +1,21 @@
 //! `defsync serve`: run the reference platform, the Sync API on a SQLite or PostgreSQL store, and
-//! optionally dispatch the pull workflow after every commit that did not come from Git. Its
+//! optionally dispatch the pull (a GitHub workflow or a GitLab pipeline) after every commit that did
+//! not come from Git. Its
 //! subcommands (`keys`, `healthcheck`) live in files of their own and share [`StoreArgs`].
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::forge::github::{DEFAULT_API_URL, RepoName};
+use crate::forge::github::DEFAULT_API_URL;
+use crate::forge::gitlab::PassAs;
+use crate::server::targets::{FlagTarget, ForgeKind, Target, read_targets_file};
 use crate::server::{AutoDispatch, ServeOptions, serve};
 use crate::store::{RetryPolicy, StoreLocation};
 
-const DISPATCH: &str = "Dispatching the pull workflow (on when a repository and a token are given)";
+const DISPATCH: &str = "Dispatching the pull (on when a repository and a token are given, or a targets file)";
 
 /// The store `serve` and `serve keys` work on: one definition, so both read it alike.
 #[derive(Debug, Clone, Args)]
@@ -83,25 +86,45 @@ pub struct ServeArgs {
     #[arg(long, env = "DEFSYNC_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
 
-    /// After every commit whose origin is not `git` (a dashboard or API edit), start the pull
-    /// workflow in this repository (owner/name), with the inputs projectId and commitId. One
-    /// repository per server: every project's dispatches go to it. Failed dispatches are
-    /// retried with backoff and logged; they are kept in the store, so a restart resumes them.
-    #[arg(long, env = "DEFSYNC_DISPATCH_REPOSITORY", value_name = "OWNER/NAME", help_heading = DISPATCH)]
+    /// After every commit whose origin is not `git` (a dashboard or API edit), start the pull in
+    /// this repository: on GitHub `owner/name`, whose pull workflow gets the inputs projectId and
+    /// commitId; on GitLab the project's full path or ID, whose pipeline gets DEFSYNC_PROJECT_ID and
+    /// DEFSYNC_COMMIT_ID. Every project's dispatches go to it; for several repositories, use
+    /// --dispatch-targets. Failed dispatches are retried with backoff and logged; they are kept in
+    /// the store, so a restart resumes them.
+    #[arg(long, env = "DEFSYNC_DISPATCH_REPOSITORY", value_name = "REPOSITORY", help_heading = DISPATCH)]
     pub dispatch_repository: Option<String>,
-    /// The workflow file (in .github/workflows) or its ID.
+    /// The forge of --dispatch-repository.
+    #[arg(long, env = "DEFSYNC_DISPATCH_FORGE", value_enum, default_value = "github", help_heading = DISPATCH)]
+    pub dispatch_forge: ForgeKind,
+    /// GitHub: the workflow file (in .github/workflows) or its ID.
     #[arg(long, env = "DEFSYNC_DISPATCH_WORKFLOW", default_value = "defsync-pull.yml", help_heading = DISPATCH)]
     pub dispatch_workflow: String,
-    /// The branch or tag whose workflow file runs.
+    /// The branch or tag whose workflow file (GitHub) or pipeline (GitLab) runs.
     #[arg(long, env = "DEFSYNC_DISPATCH_REF", default_value = "main", help_heading = DISPATCH)]
     pub dispatch_ref: String,
-    /// A token that may start workflows in the repository (Actions: Read and write; classic
-    /// tokens: `repo`). Never printed.
+    /// GitHub: a token that may start workflows in the repository (Actions: Read and write;
+    /// classic tokens: `repo`). GitLab: the project's pipeline trigger token. Never printed.
     #[arg(long, env = "DEFSYNC_DISPATCH_TOKEN", hide_env_values = true, value_name = "TOKEN", help_heading = DISPATCH)]
     pub dispatch_token: Option<String>,
     /// GitHub's API root; GitHub Enterprise Server: https://HOST/api/v3.
     #[arg(long, env = "GITHUB_API_URL", default_value = DEFAULT_API_URL, help_heading = DISPATCH)]
     pub github_api_url: String,
+    /// GitLab's instance or API root (https://HOST or https://HOST/api/v4) [default: gitlab.com].
+    #[arg(long, env = "DEFSYNC_GITLAB_URL", value_name = "URL", help_heading = DISPATCH)]
+    pub gitlab_url: Option<String>,
+    /// GitLab: a PEM file of CA certificates to trust besides the system's (a private CA).
+    #[arg(long, env = "DEFSYNC_GITLAB_CA_CERT", value_name = "FILE", help_heading = DISPATCH)]
+    pub gitlab_ca_cert: Option<std::path::PathBuf>,
+    /// GitLab: pass the project and commit as pipeline variables or as the component's inputs.
+    #[arg(long, env = "DEFSYNC_DISPATCH_PASS_AS", value_enum, default_value = "variables", help_heading = DISPATCH)]
+    pub dispatch_pass_as: PassAs,
+    /// A YAML file of dispatch targets, for projects in several repositories or on both forges:
+    /// the first target whose `projects` patterns match a project is that project's. Each target
+    /// names the environment variable that holds its token (see the README).
+    #[arg(long, env = "DEFSYNC_DISPATCH_TARGETS", value_name = "FILE", help_heading = DISPATCH,
+          conflicts_with = "dispatch_repository")]
+    pub dispatch_targets: Option<std::path::PathBuf>,
     /// How often, in milliseconds, the outbox is read when no commit wakes the worker.
     #[arg(long, env = "DEFSYNC_DISPATCH_POLL_MS", default_value_t = 1000, hide = true,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -151,6 +174,8 @@ impl std::fmt::Debug for ServeArgs {
             .field("log_format", &self.log_format)
             .field("metrics_listen", &self.metrics_listen)
             .field("dispatch_repository", &self.dispatch_repository)
+            .field("dispatch_forge", &self.dispatch_forge)
+            .field("dispatch_targets", &self.dispatch_targets)
             .field("dispatch_workflow", &self.dispatch_workflow)
             .field("dispatch_ref", &self.dispatch_ref)
             .field("dispatch_token", &self.dispatch_token.as_ref().map(|_| "<hidden>"))
@@ -171,34 +196,27 @@ impl ServeArgs {
         keys
     }
 
-    /// The dispatch settings: `None` when neither a repository nor a token is given. One
-    /// without the other is an error, as a half-configured dispatch would silently do nothing.
+    /// The dispatch settings: `None` when neither a repository nor a token nor a targets file is
+    /// given. A repository without a token, or a token without a repository, is an error, as a
+    /// half-configured dispatch would silently do nothing.
     fn dispatch(&self) -> anyhow::Result<Option<AutoDispatch>> {
-        let given = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
-        let (repository, token) = match (given(&self.dispatch_repository), given(&self.dispatch_token)) {
-            (None, None) => return Ok(None),
-            (Some(r), Some(t)) => (r, t),
-            (Some(r), None) => bail!(
-                "--dispatch-repository is {r:?}, but no token to dispatch with: give --dispatch-token or set \
-                 DEFSYNC_DISPATCH_TOKEN to a token that may start workflows in it (Actions: Read and write)"
-            ),
-            (None, Some(_)) => bail!(
-                "a dispatch token is given, but no repository to dispatch to: give --dispatch-repository \
-                 <owner/name> or set DEFSYNC_DISPATCH_REPOSITORY"
-            ),
+        let targets = match &self.dispatch_targets {
+            Some(path) => {
+                if given(&self.dispatch_token).is_some() {
+                    bail!(
+                        "--dispatch-token (or DEFSYNC_DISPATCH_TOKEN) is given with --dispatch-targets, whose targets \
+                         name their own token variables (`token_env`): unset it"
+                    );
+                }
+                read_targets_file(path, |name| std::env::var(name).ok())?
+            }
+            None => match self.flag_target()? {
+                Some(target) => vec![target],
+                None => return Ok(None),
+            },
         };
-        let repository = RepoName::parse(&repository).context("--dispatch-repository")?;
-        let workflow = self.dispatch_workflow.trim();
-        let git_ref = self.dispatch_ref.trim();
-        if workflow.is_empty() || git_ref.is_empty() {
-            bail!("--dispatch-workflow and --dispatch-ref must not be empty");
-        }
         Ok(Some(AutoDispatch {
-            repository,
-            workflow: workflow.to_owned(),
-            git_ref: git_ref.to_owned(),
-            token,
-            api_url: self.github_api_url.clone(),
+            targets,
             poll_interval: Duration::from_millis(self.dispatch_poll_ms),
             policy: RetryPolicy {
                 backoff_base: Duration::from_millis(self.dispatch_backoff_ms),
@@ -207,6 +225,50 @@ impl ServeArgs {
             },
         }))
     }
+
+    /// The one target given by flags, if any.
+    fn flag_target(&self) -> anyhow::Result<Option<Target>> {
+        let what = match self.dispatch_forge {
+            ForgeKind::Github => "a token that may start workflows in it (Actions: Read and write)",
+            ForgeKind::Gitlab => "the project's pipeline trigger token (Settings → CI/CD → Pipeline trigger tokens)",
+        };
+        let (repository, token) = match (given(&self.dispatch_repository), given(&self.dispatch_token)) {
+            (None, None) => return Ok(None),
+            (Some(r), Some(t)) => (r, t),
+            (Some(r), None) => bail!(
+                "--dispatch-repository is {r:?}, but no token to dispatch with: give --dispatch-token or set \
+                 DEFSYNC_DISPATCH_TOKEN to {what}"
+            ),
+            (None, Some(_)) => bail!(
+                "a dispatch token is given, but no repository to dispatch to: give --dispatch-repository \
+                 <{}> or set DEFSYNC_DISPATCH_REPOSITORY",
+                match self.dispatch_forge {
+                    ForgeKind::Github => "owner/name",
+                    ForgeKind::Gitlab => "group/project",
+                }
+            ),
+        };
+        if self.dispatch_workflow.trim().is_empty() || self.dispatch_ref.trim().is_empty() {
+            bail!("--dispatch-workflow and --dispatch-ref must not be empty");
+        }
+        Target::from_flags(FlagTarget {
+            forge: self.dispatch_forge,
+            repository,
+            git_ref: self.dispatch_ref.clone(),
+            workflow: self.dispatch_workflow.clone(),
+            token,
+            github_api_url: self.github_api_url.clone(),
+            gitlab_url: self.gitlab_url.clone(),
+            gitlab_ca_cert: self.gitlab_ca_cert.clone(),
+            pass_as: self.dispatch_pass_as,
+        })
+        .map(Some)
+    }
+}
+
+/// A flag's value, trimmed, when it is given and not empty.
+fn given(v: &Option<String>) -> Option<String> {
+    v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -285,13 +347,45 @@ mod tests {
         assert!(parse(&["--dispatch-repository", "octo", "--dispatch-token", "t"]).is_err());
 
         let d = parse(&["--dispatch-repository", "octo/defs", "--dispatch-token", "ghp_secret"]).unwrap().unwrap();
+        let t = &d.targets[0];
         assert_eq!(
-            (d.repository.to_string(), d.workflow.as_str(), d.git_ref.as_str()),
-            ("octo/defs".into(), "defsync-pull.yml", "main")
+            (d.targets.len(), t.forge, t.repository.as_str(), t.workflow.as_str(), t.git_ref.as_str()),
+            (1, ForgeKind::Github, "octo/defs", "defsync-pull.yml", "main")
         );
         assert_eq!(d.policy, RetryPolicy::default());
         assert_eq!(d.poll_interval, Duration::from_secs(1));
         let cli = Cli::parse_from(["serve", "--dispatch-repository", "octo/defs", "--dispatch-token", "ghp_secret"]);
         assert!(!format!("{:?}", cli.args).contains("ghp_secret"));
+    }
+
+    #[test]
+    fn a_gitlab_dispatch_takes_a_project_path_and_the_instance() {
+        let parse = |args: &[&str]| Cli::parse_from([&["serve", "--key", "k"], args].concat()).args.dispatch();
+        let d = parse(&[
+            "--dispatch-forge",
+            "gitlab",
+            "--dispatch-repository",
+            "acme/platform/defs",
+            "--dispatch-token",
+            "glptt-x",
+            "--gitlab-url",
+            "https://gitlab.example.com",
+            "--dispatch-pass-as",
+            "inputs",
+        ])
+        .unwrap()
+        .unwrap();
+        let t = &d.targets[0];
+        assert_eq!((t.forge, t.repository.as_str()), (ForgeKind::Gitlab, "acme/platform/defs"));
+        assert_eq!((t.api_url.as_str(), t.pass_as), ("https://gitlab.example.com/api/v4", PassAs::Inputs));
+        let e = parse(&["--dispatch-forge", "gitlab", "--dispatch-repository", "g/p"]).unwrap_err().to_string();
+        assert!(e.contains("trigger token"), "{e}");
+        // The targets file names its own token variables: a global token would be ignored.
+        let e = parse(&["--dispatch-targets", "t.yml", "--dispatch-token", "x"]).unwrap_err().to_string();
+        assert!(e.contains("token_env"), "{e}");
+        assert!(
+            Cli::try_parse_from(["serve", "--dispatch-targets", "t.yml", "--dispatch-repository", "o/r"]).is_err(),
+            "a targets file and a flag target are exclusive"
+        );
     }
 }

@@ -1,5 +1,6 @@
-//! The worker of `defsync serve` that starts the pull workflow on GitHub after every commit
-//! whose origin is not `git`, so an edit in the dashboard becomes a commit in Git.
+//! The worker of `defsync serve` that starts the pull after every commit whose origin is not
+//! `git`, so an edit in the dashboard becomes a commit in Git: the pull workflow on GitHub, or the
+//! pull pipeline on GitLab, whichever target serves the project (see `targets.rs`).
 //!
 //! It drains the store's dispatch outbox (see `store/outbox.rs`): rows are written in the
 //! commit's own transaction, so a dispatch is owed even if serve dies the moment after; the worker
@@ -18,53 +19,34 @@ use anyhow::Context as _;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use crate::forge::github::{ErrorKind, GitHub, GitHubError, GitHubOptions, RepoName};
 use crate::output::data;
 use crate::store::{ClaimedDispatch, DispatchFailure, RetryPolicy, Store};
 
 use super::metrics::Metrics;
+use super::targets::{Sender, Target};
 
-/// Where and how `serve` dispatches the pull workflow.
-#[derive(Clone)]
+/// Where and how `serve` dispatches the pull.
+#[derive(Debug, Clone)]
 pub struct AutoDispatch {
-    /// One repository for every project of this server.
-    pub repository: RepoName,
-    /// The workflow file (in `.github/workflows`) or its ID.
-    pub workflow: String,
-    /// The branch or tag whose workflow file runs.
-    pub git_ref: String,
-    /// A token that may start workflows; never logged.
-    pub token: String,
-    /// GitHub's API root.
-    pub api_url: String,
+    /// In order: the first that serves a project is that project's.
+    pub targets: Vec<Target>,
     /// How often the outbox is read when nothing wakes the worker.
     pub poll_interval: Duration,
     pub policy: RetryPolicy,
 }
 
-impl std::fmt::Debug for AutoDispatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AutoDispatch")
-            .field("repository", &self.repository.to_string())
-            .field("workflow", &self.workflow)
-            .field("git_ref", &self.git_ref)
-            .field("token", &"<redacted>")
-            .field("api_url", &self.api_url)
-            .field("poll_interval", &self.poll_interval)
-            .field("policy", &self.policy)
-            .finish()
-    }
-}
-
 impl AutoDispatch {
-    /// `workflow on ref in owner/name`, for log lines.
-    fn target(&self) -> String {
-        format!("{} on {} in {}", self.workflow, self.git_ref, self.repository)
+    /// What the start-up log line says the server dispatches to.
+    pub fn describe(&self) -> String {
+        match self.targets.as_slice() {
+            [one] if one.projects.is_empty() => one.describe(),
+            many => format!("the first of {} targets that serves the project", many.len()),
+        }
     }
 }
 
-/// Sets up the GitHub client (failing now, at start-up, on a bad token or URL) and starts the
-/// worker. `wake` is notified after each commit; the worker returns once `stop` turns true,
+/// Sets up each target's client (failing now, at start-up, on a bad token, URL or CA file) and
+/// starts the worker. `wake` is notified after each commit; the worker returns once `stop` turns true,
 /// between two dispatches.
 pub(super) fn start(
     store: Arc<Store>,
@@ -73,15 +55,18 @@ pub(super) fn start(
     stop: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<JoinHandle<()>> {
-    let github = GitHub::new(GitHubOptions::new(config.token.clone(), config.api_url.clone()))
-        .context("the dispatch configuration (--dispatch-token, --github-api-url)")?;
-    let worker = Worker { store, github, config, wake, stop, metrics };
+    let mut targets = Vec::with_capacity(config.targets.len());
+    for target in &config.targets {
+        let sender = target.sender().with_context(|| format!("the dispatch target {}", target.describe()))?;
+        targets.push((target.clone(), sender));
+    }
+    let worker = Worker { store, targets, config, wake, stop, metrics };
     Ok(tokio::spawn(worker.run()))
 }
 
 struct Worker {
     store: Arc<Store>,
-    github: GitHub,
+    targets: Vec<(Target, Sender)>,
     config: AutoDispatch,
     wake: Arc<Notify>,
     stop: watch::Receiver<bool>,
@@ -143,7 +128,6 @@ impl Worker {
     }
 
     async fn send(&self, d: ClaimedDispatch) {
-        let c = &self.config;
         let what = format!("project {}, commit {} (seq {})", data(&d.project), data(&d.commit_id), d.seq);
         if !d.coalesced.is_empty() {
             tracing::info!(
@@ -155,52 +139,49 @@ impl Worker {
                 data(&d.commit_id)
             );
         }
-        let inputs = [("projectId", d.project.as_str()), ("commitId", d.commit_id.as_str())];
-        let result = self.github.dispatch(&c.repository, &c.workflow, &c.git_ref, &inputs).await;
-        let (run_id, run_url) = match result {
-            Ok(Some(run)) => {
-                let url = run.html_url.as_deref().map(|u| format!(" {u}")).unwrap_or_default();
-                tracing::info!("dispatch: started {} for {what}: run {}{}", c.target(), run.id, data(&url));
-                (Some(run.id), run.html_url)
-            }
-            Ok(None) => {
-                tracing::info!("dispatch: started {} for {what} (GitHub returned no run ID)", c.target());
-                (None, None)
-            }
-            // A 2xx whose body defsync cannot read: GitHub took the dispatch all the same.
-            Err(e) if e.kind == ErrorKind::Protocol && e.status.is_some_and(|s| (200..300).contains(&s)) => {
-                tracing::warn!(
-                    "dispatch: started {} for {what}, but cannot read GitHub's answer: {}",
-                    c.target(),
-                    data(&e.to_string())
-                );
-                (None, None)
-            }
-            Err(e) => return self.failed(&d, &what, &e).await,
+        let Some((target, sender)) = self.targets.iter().find(|(t, _)| t.serves(&d.project)) else {
+            let message = format!(
+                "no dispatch target serves project {}: add a target whose `projects` match it to the \
+                 --dispatch-targets file",
+                d.project
+            );
+            return self.failed(&d, &what, "no target", &message, true).await;
         };
+        let started = match sender.start(target, &d.project, &d.commit_id).await {
+            Ok(s) => s,
+            Err(e) => return self.failed(&d, &what, &target.describe(), &e.message, e.permanent).await,
+        };
+        match (&started.run_id, &started.note) {
+            (Some(id), _) => {
+                let url = started.run_url.as_deref().map(|u| format!(" {u}")).unwrap_or_default();
+                tracing::info!("dispatch: started {} for {what}: run {id}{}", target.describe(), data(&url));
+            }
+            (None, Some(note)) => {
+                tracing::info!("dispatch: started {} for {what} ({})", target.describe(), data(note));
+            }
+            (None, None) => tracing::info!("dispatch: started {} for {what}", target.describe()),
+        }
         let store = self.store.clone();
+        let (run_id, run_url) = (started.run_id, started.run_url);
         if let Err(e) = blocking(move || store.mark_dispatch_done(d.id, run_id, run_url.as_deref())).await {
             // The row stays pending: it is sent again after its backoff, which starts one more
             // run that finds nothing to pull. Better than losing it.
-            tracing::error!("dispatch: started {} for {what}, but cannot record it: {}", c.target(), data(&e));
+            tracing::error!("dispatch: started {} for {what}, but cannot record it: {}", target.describe(), data(&e));
         }
     }
 
-    async fn failed(&self, d: &ClaimedDispatch, what: &str, e: &GitHubError) {
+    async fn failed(&self, d: &ClaimedDispatch, what: &str, target: &str, message: &str, permanent: bool) {
         let c = &self.config;
         self.metrics.dispatch_failed();
-        let permanent = is_permanent(e);
-        let message = e.to_string();
         let store = self.store.clone();
-        let (id, policy, error) = (d.id, c.policy, message.clone());
+        let (id, policy, error) = (d.id, c.policy, message.to_owned());
         let outcome = blocking(move || store.mark_dispatch_failed(id, &error, permanent, &policy)).await;
         match outcome {
             Ok(DispatchFailure::Retry { attempts, wait }) => tracing::warn!(
-                "dispatch: cannot start {} for {what} (attempt {attempts} of {}); retrying in {:.1}s: {}",
-                c.target(),
+                "dispatch: cannot start {target} for {what} (attempt {attempts} of {}); retrying in {:.1}s: {}",
                 c.policy.max_attempts,
                 wait.as_secs_f64(),
-                data(&message)
+                data(message)
             ),
             Ok(DispatchFailure::GaveUp { attempts }) => {
                 let why = if permanent {
@@ -209,91 +190,47 @@ impl Worker {
                     format!("{attempts} attempts, the most allowed")
                 };
                 tracing::error!(
-                    "dispatch: gave up starting {} for {what} after {why}; it stays in the outbox as failed. \
+                    "dispatch: gave up starting {target} for {what} after {why}; it stays in the outbox as failed. \
                      Fix the cause, then make a new commit or run `defsync dispatch` by hand: {}",
-                    c.target(),
-                    data(&message)
+                    data(message)
                 );
             }
             Err(store_error) => tracing::error!(
-                "dispatch: cannot start {} for {what}: {}; and cannot record the failure ({}), so it is retried \
+                "dispatch: cannot start {target} for {what}: {}; and cannot record the failure ({}), so it is retried \
                  after its backoff",
-                c.target(),
-                data(&message),
+                data(message),
                 data(&store_error)
             ),
         }
     }
 }
 
-/// Whether GitHub would answer the same however often the dispatch is sent: a bad or
-/// under-privileged token (401, 403), an unknown repository or workflow (404), a ref or inputs
-/// the workflow refuses (422). Those wait for a person; outages, timeouts and rate limits pass.
-fn is_permanent(e: &GitHubError) -> bool {
-    match e.kind {
-        ErrorKind::Transport | ErrorKind::Server | ErrorKind::RateLimited | ErrorKind::Protocol => false,
-        _ => match e.status {
-            None | Some(408 | 429) => false,
-            Some(s) => s < 500,
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forge::github::ErrorInfo;
-
-    fn err(kind: ErrorKind, status: Option<u16>) -> GitHubError {
-        GitHubError {
-            kind,
-            status,
-            info: Box::new(ErrorInfo {
-                operation: "start workflow".into(),
-                method: "POST".into(),
-                path: "/repos/o/r/actions/workflows/w/dispatches".into(),
-                message: "m".into(),
-                details: vec![],
-                documentation_url: None,
-                request_id: None,
-                hint: None,
-            }),
-        }
-    }
-
-    #[test]
-    fn only_answers_a_retry_cannot_change_are_permanent() {
-        for (kind, status) in [
-            (ErrorKind::Unauthorized, 401),
-            (ErrorKind::PermissionDenied, 403),
-            (ErrorKind::NotFound, 404),
-            (ErrorKind::Rejected, 422),
-        ] {
-            assert!(is_permanent(&err(kind, Some(status))), "{status}");
-        }
-        for (kind, status) in [
-            (ErrorKind::Server, Some(500)),
-            (ErrorKind::Server, Some(503)),
-            (ErrorKind::RateLimited, Some(403)),
-            (ErrorKind::RateLimited, Some(429)),
-            (ErrorKind::Rejected, Some(408)),
-            (ErrorKind::Transport, None),
-        ] {
-            assert!(!is_permanent(&err(kind, status)), "{status:?}");
-        }
-    }
+    use crate::forge::gitlab::PassAs;
+    use crate::server::targets::{FlagTarget, ForgeKind};
 
     #[test]
     fn debug_never_shows_the_token() {
-        let config = AutoDispatch {
-            repository: RepoName::parse("o/r").unwrap(),
-            workflow: "defsync-pull.yml".into(),
+        let target = Target::from_flags(FlagTarget {
+            forge: ForgeKind::Github,
+            repository: "o/r".into(),
             git_ref: "main".into(),
+            workflow: "defsync-pull.yml".into(),
             token: "ghp_secretsecret".into(),
-            api_url: "https://api.github.com".into(),
+            github_api_url: "https://api.github.com".into(),
+            gitlab_url: None,
+            gitlab_ca_cert: None,
+            pass_as: PassAs::Variables,
+        })
+        .unwrap();
+        let config = AutoDispatch {
+            targets: vec![target],
             poll_interval: Duration::from_secs(1),
             policy: RetryPolicy::default(),
         };
         assert!(!format!("{config:?}").contains("secret"));
+        assert_eq!(config.describe(), "defsync-pull.yml on main in o/r");
     }
 }

@@ -1,6 +1,7 @@
 //! Tests: the GitLab layer against a stand-in backed by a real bare repository, whose traffic
 //! is checked against GitLab's OpenAPI description and go-gitlab's recorded answers.
 
+mod autodispatch;
 mod delivery;
 mod schema;
 mod standin;
