@@ -20,7 +20,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::output::data;
-use crate::store::{ClaimedDispatch, DispatchFailure, RetryPolicy, Store};
+use crate::store::{ClaimedDispatch, DispatchFailure, RetryPolicy, SentDispatch, Store};
 
 use super::metrics::Metrics;
 use super::targets::{Sender, Target};
@@ -163,7 +163,12 @@ impl Worker {
         }
         let store = self.store.clone();
         let (run_id, run_url) = (started.run_id, started.run_url);
-        if let Err(e) = blocking(move || store.mark_dispatch_done(d.id, run_id, run_url.as_deref())).await {
+        let (forge, repository) = (target.forge.as_str(), target.repository.clone());
+        let done = move || {
+            let sent = SentDispatch { forge, target: &repository, run_id, run_url: run_url.as_deref() };
+            store.mark_dispatch_done(d.id, &sent)
+        };
+        if let Err(e) = blocking(done).await {
             // The row stays pending: it is sent again after its backoff, which starts one more
             // run that finds nothing to pull. Better than losing it.
             tracing::error!("dispatch: started {} for {what}, but cannot record it: {}", target.describe(), data(&e));

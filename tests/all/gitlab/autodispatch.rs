@@ -104,6 +104,7 @@ async fn a_dashboard_commit_triggers_the_gitlab_pull_pipeline_after_a_retry() {
         st.exchanges.iter().rev().find(|e| e.status == 201).unwrap().response.as_ref().unwrap()["id"].as_u64().unwrap();
     drop(st);
     assert_eq!(row.run_id, Some(pipeline_id));
+    assert_eq!((row.forge.as_deref(), row.target.as_deref()), (Some("gitlab"), Some(PROJECT_PATH)));
     assert_eq!(
         row.run_url,
         Some(format!("{}/{PROJECT_PATH}/-/pipelines/{pipeline_id}", s.url.trim_end_matches("/api/v4")))
@@ -172,7 +173,9 @@ async fn one_serve_dispatches_each_project_to_its_own_forge() {
     dashboard_commit(&c, "hr").await;
 
     assert_eq!(settled(&server, &store, "billing-eu").await.state, DispatchState::Done, "{}", server.logs());
-    assert_eq!(settled(&server, &store, "crm").await.state, DispatchState::Done, "{}", server.logs());
+    let crm_row = settled(&server, &store, "crm").await;
+    assert_eq!(crm_row.state, DispatchState::Done, "{}", server.logs());
+    assert_eq!((crm_row.forge.as_deref(), crm_row.target.as_deref()), (Some("github"), Some("octo/defs")));
     let hr = settled(&server, &store, "hr").await;
     assert_eq!(hr.state, DispatchState::Failed);
     assert!(hr.last_error.as_deref().is_some_and(|e| e.contains("no dispatch target serves project hr")), "{hr:?}");
