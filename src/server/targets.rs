@@ -304,50 +304,51 @@ pub struct NotStarted {
     pub permanent: bool,
 }
 
+/// A failed request, in the words both forges share.
+struct Refusal {
+    message: String,
+    permanent: bool,
+    /// A 2xx whose body defsync cannot read: the forge took the dispatch all the same.
+    unreadable_success: bool,
+}
+
 impl Sender {
     /// Starts the pull of `project` for `commit`. Never repeated inside: a retry after an
     /// unclear outcome could start two runs, so the outbox decides when to try again.
     pub async fn start(&self, target: &Target, project: &str, commit: &str) -> Result<Started, NotStarted> {
-        match self {
+        let is_2xx = |status: Option<u16>| status.is_some_and(|s| (200..300).contains(&s));
+        let (forge, outcome) = match self {
             Sender::GitHub { github, repository } => {
                 let inputs = [("projectId", project), ("commitId", commit)];
-                match github.dispatch(repository, &target.workflow, &target.git_ref, &inputs).await {
-                    Ok(Some(run)) => Ok(Started { run_id: Some(run.id), run_url: run.html_url, note: None }),
-                    Ok(None) => {
-                        Ok(Started { run_id: None, run_url: None, note: Some("GitHub returned no run ID".into()) })
-                    }
-                    // A 2xx whose body defsync cannot read: GitHub took the dispatch all the same.
-                    Err(e)
-                        if e.kind == crate::forge::github::ErrorKind::Protocol
-                            && e.status.is_some_and(|s| (200..300).contains(&s)) =>
-                    {
-                        Ok(Started {
-                            run_id: None,
-                            run_url: None,
-                            note: Some(format!("cannot read GitHub's answer: {}", data(&e.to_string()))),
-                        })
-                    }
-                    Err(e) => Err(NotStarted { permanent: github_permanent(&e), message: e.to_string() }),
-                }
+                let sent = github.dispatch(repository, &target.workflow, &target.git_ref, &inputs).await;
+                let outcome = sent.map(|run| run.map(|r| (r.id, r.html_url))).map_err(|e| Refusal {
+                    unreadable_success: e.kind == crate::forge::github::ErrorKind::Protocol && is_2xx(e.status),
+                    permanent: github_permanent(&e),
+                    message: e.to_string(),
+                });
+                ("GitHub", outcome)
             }
             Sender::GitLab { gitlab, project: gl_project } => {
                 let values = [("project", project), ("commit", commit)];
-                let token = &target.token;
-                match gitlab.trigger_pipeline(gl_project, token, &target.git_ref, &values, target.pass_as).await {
-                    Ok(p) => Ok(Started { run_id: Some(p.id), run_url: p.web_url, note: None }),
-                    Err(e)
-                        if e.kind == crate::forge::gitlab::ErrorKind::Protocol
-                            && e.status.is_some_and(|s| (200..300).contains(&s)) =>
-                    {
-                        Ok(Started {
-                            run_id: None,
-                            run_url: None,
-                            note: Some(format!("cannot read GitLab's answer: {}", data(&e.to_string()))),
-                        })
-                    }
-                    Err(e) => Err(NotStarted { permanent: gitlab_permanent(&e), message: e.to_string() }),
-                }
+                let sent =
+                    gitlab.trigger_pipeline(gl_project, &target.token, &target.git_ref, &values, target.pass_as).await;
+                let outcome = sent.map(|p| Some((p.id, p.web_url))).map_err(|e| Refusal {
+                    unreadable_success: e.kind == crate::forge::gitlab::ErrorKind::Protocol && is_2xx(e.status),
+                    permanent: gitlab_permanent(&e),
+                    message: e.to_string(),
+                });
+                ("GitLab", outcome)
             }
+        };
+        match outcome {
+            Ok(Some((id, url))) => Ok(Started { run_id: Some(id), run_url: url, note: None }),
+            Ok(None) => Ok(Started { run_id: None, run_url: None, note: Some(format!("{forge} returned no run ID")) }),
+            Err(r) if r.unreadable_success => Ok(Started {
+                run_id: None,
+                run_url: None,
+                note: Some(format!("cannot read {forge}'s answer: {}", data(&r.message))),
+            }),
+            Err(r) => Err(NotStarted { message: r.message, permanent: r.permanent }),
         }
     }
 }

@@ -173,7 +173,8 @@ fn options(key: Option<&str>) -> ClientOptions {
     }
 }
 
-fn client(url: &str, key: Option<&str>) -> HttpClient {
+/// A client of the server at `url`, with `key` if any, and the tests' timeouts.
+pub(crate) fn client(url: &str, key: Option<&str>) -> HttpClient {
     HttpClient::new(url, options(key)).unwrap()
 }
 

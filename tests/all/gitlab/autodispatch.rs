@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use defsync::api::client::{ClientOptions, HttpClient};
+use defsync::api::client::HttpClient;
 use defsync::api::{Change, CreateCommit, Origin, OriginType};
 use defsync::store::{DispatchState, OutboxEntry, Store};
 use serde_json::json;
@@ -18,13 +18,7 @@ use crate::server::ServerProcess;
 const KEY: &str = "gl-autodispatch-key";
 
 fn client(server: &ServerProcess) -> HttpClient {
-    let options = ClientOptions {
-        api_key: Some(KEY.into()),
-        timeout: Duration::from_secs(20),
-        max_retry_time: Duration::from_secs(5),
-        ..Default::default()
-    };
-    HttpClient::new(&server.url(), options).unwrap()
+    crate::server::client(&server.url(), Some(KEY))
 }
 
 /// Creates `project` and makes one dashboard commit in it; returns the commit ID.
