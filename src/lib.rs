@@ -24,6 +24,7 @@ pub mod fuzzing;
 pub mod git;
 pub mod markdown;
 pub mod model;
+pub mod net;
 pub mod output;
 pub mod platform;
 pub mod report;

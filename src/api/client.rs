@@ -117,37 +117,12 @@ fn check_url(url: &reqwest::Url, allow_insecure_http: bool) -> anyhow::Result<()
     }
 }
 
-/// Percent-encodes one path segment. `.` and `..` are encoded too, since URL parsers would
-/// otherwise remove them and reach another endpoint.
-fn segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') || (b == b'.' && s != "." && s != "..") {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// The transport error and its causes, without the URL (the caller names it once).
 fn describe(e: reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
         return format!("no answer within {}s", timeout.as_secs_f64());
     }
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
+    crate::net::error_chain(&e.without_url())
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is not used by platforms we know, and is ignored).
@@ -179,7 +154,7 @@ impl Inner {
         let mut url = self.base.clone();
         for s in segments {
             url.push('/');
-            url.push_str(&segment(s));
+            url.push_str(&crate::net::segment(s));
         }
         url
     }
@@ -481,9 +456,6 @@ mod tests {
 
     #[test]
     fn segments_are_encoded() {
-        assert_eq!(segment("p1.x_y-z"), "p1.x_y-z");
-        assert_eq!(segment(".."), "%2E%2E");
-        assert_eq!(segment("a/b c?"), "a%2Fb%20c%3F");
         let c = client("https://api.example.com/base/", false).unwrap();
         assert_eq!(c.inner.url(&["v1", "projects", "p 1"]), "https://api.example.com/base/v1/projects/p%201");
     }

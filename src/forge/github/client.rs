@@ -119,18 +119,7 @@ impl std::fmt::Display for RepoName {
     }
 }
 
-/// Percent-encodes one path segment or query value.
-pub(crate) fn segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub(crate) use crate::net::{error_chain, segment};
 
 /// A ref name in a path: each `/`-separated part encoded, the slashes kept (GitHub expects them).
 pub(crate) fn ref_path(name: &str) -> String {
@@ -512,22 +501,6 @@ impl GitHub {
 struct RateLimit {
     which: &'static str,
     wait: Duration,
-}
-
-/// An error and its sources on one line: octocrab's top-level message alone ("Hyper error")
-/// does not say what happened.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -87,19 +87,7 @@ impl GitLabOptions {
     }
 }
 
-/// Percent-encodes one path segment or query value: GitLab wants `group%2Fproject` as the
-/// project ID and a branch's slashes encoded in `/branches/:branch`.
-pub fn segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub(crate) use crate::net::{error_chain, segment};
 
 /// Whether a request may be sent again after an unclear outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -325,22 +313,6 @@ impl GitLab {
     fn backoff(&self, attempt: u32) -> Duration {
         self.options.retry_backoff.saturating_mul(1 << attempt.min(6))
     }
-}
-
-/// An error and its sources on one line: reqwest's top-level message ("error sending
-/// request") does not say what happened, and a private CA shows only in a source.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ mod forge;
 mod merge_requests;
 pub mod pipeline;
 
-pub use client::{DEFAULT_API_URL, GitLab, GitLabOptions, Secret, TokenKind, segment};
+pub use client::{DEFAULT_API_URL, GitLab, GitLabOptions, Secret, TokenKind};
 pub use commit::{ActionKind, CommitAction, MadeCommit, OntoBranch, Project, actions};
 pub use errors::{ErrorKind, GitLabError, Scope};
 pub use forge::GitLabForge;
