@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use autodispatch::AutoDispatch;
-pub use webhooks::{MAX_WEBHOOK_BODY_BYTES, WebhookOptions};
+pub use webhooks::{MAX_WEBHOOK_BODY_BYTES, WebhookOptions, token_sha256};
 
 use anyhow::Context as _;
 use axum::Router;
@@ -308,6 +308,7 @@ fn build_router(state: Arc<AppState>, metrics_behind_key: bool) -> Router {
     // Outside the key check: a forge signs its deliveries instead.
     let hooks = Router::new()
         .route("/v1/webhooks/github", post(webhooks::github))
+        .route("/v1/webhooks/gitlab", post(webhooks::gitlab))
         .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BODY_BYTES));
     Router::new()
         .route("/healthz", get(healthz))
@@ -758,7 +759,11 @@ mod tests {
             dispatch: None,
             metrics_listen: None,
             json_logs: false,
-            webhooks: WebhookOptions { github_secret: Some("hooksecret".into()) },
+            webhooks: WebhookOptions {
+                github_secret: Some("hooksecret".into()),
+                gitlab_read_token: Some("glpat-secret".into()),
+                ..Default::default()
+            },
         };
         assert!(!format!("{o:?}").contains("secret"));
     }

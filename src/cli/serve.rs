@@ -276,7 +276,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// HMAC needs the GitHub secret itself, so it cannot be kept hashed.
 fn webhook_options_from_env() -> WebhookOptions {
     let var = |name: &str| std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-    WebhookOptions { github_secret: var("DEFSYNC_GITHUB_WEBHOOK_SECRET") }
+    let mut gitlab_token_sha256: Vec<String> = var("DEFSYNC_GITLAB_WEBHOOK_TOKEN_SHA256")
+        .map(|h| h.split(',').map(|h| h.trim().to_owned()).collect())
+        .unwrap_or_default();
+    if let Some(token) = var("DEFSYNC_GITLAB_WEBHOOK_TOKEN") {
+        gitlab_token_sha256.push(crate::server::token_sha256(&token));
+    }
+    WebhookOptions {
+        github_secret: var("DEFSYNC_GITHUB_WEBHOOK_SECRET"),
+        gitlab_token_sha256,
+        gitlab_read_token: var("DEFSYNC_GITLAB_READ_TOKEN"),
+        gitlab_api_url: crate::forge::gitlab::api_url(var("DEFSYNC_GITLAB_URL").as_deref()),
+        gitlab_projects: Vec::new(),
+    }
 }
 
 #[cfg(test)]

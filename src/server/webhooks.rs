@@ -19,6 +19,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use sha2::{Digest as _, Sha256};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
@@ -26,6 +27,8 @@ use super::{Answer, AppState, Failure, blocking, json};
 use crate::api::ApiError;
 use crate::forge::github::webhook::{self as gh, Event as GitHubEvent};
 use crate::forge::github::{ErrorKind, GitHub, GitHubOptions, RepoName, WorkflowRun};
+use crate::forge::gitlab::webhook::{self as glh, Event as GitLabEvent};
+use crate::forge::gitlab::{ErrorKind as GlErrorKind, GitLab, GitLabOptions, Project as GitLabProject, TokenKind};
 use crate::output::data;
 use crate::store::{Delivery, RunStatus, Store};
 
@@ -43,19 +46,41 @@ pub struct WebhookOptions {
     /// The GitHub webhook's secret (`DEFSYNC_GITHUB_WEBHOOK_SECRET`); `None`: GitHub webhooks
     /// are refused (404).
     pub github_secret: Option<String>,
+    /// SHA-256 (hex) of each accepted GitLab webhook token: `DEFSYNC_GITLAB_WEBHOOK_TOKEN_SHA256`
+    /// as `webhook-setup` prints it, and that of `DEFSYNC_GITLAB_WEBHOOK_TOKEN`. Empty: GitLab
+    /// webhooks are refused (404).
+    pub gitlab_token_sha256: Vec<String>,
+    /// A token that may read the projects' pipelines (`read_api`): pipelines are read back from
+    /// the API. Without one, the event's own status is recorded.
+    pub gitlab_read_token: Option<String>,
+    /// GitLab's API root, for reading pipelines back.
+    pub gitlab_api_url: String,
+    /// GitLab projects (path or ID) this server dispatches to, besides those its outbox names.
+    pub gitlab_projects: Vec<String>,
 }
 
 impl std::fmt::Debug for WebhookOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Field names without "secret": a log search for the word should find no value.
-        f.debug_struct("WebhookOptions").field("github", &self.github_secret.as_ref().map(|_| "<hidden>")).finish()
+        f.debug_struct("WebhookOptions")
+            .field("github", &self.github_secret.as_ref().map(|_| "<hidden>"))
+            .field("gitlab_tokens", &self.gitlab_token_sha256.len())
+            .field("gitlab_reader", &self.gitlab_read_token.as_ref().map(|_| "<hidden>"))
+            .field("gitlab_api_url", &self.gitlab_api_url)
+            .field("gitlab_projects", &self.gitlab_projects)
+            .finish()
     }
 }
 
 impl WebhookOptions {
     pub fn any(&self) -> bool {
-        self.github_secret.is_some()
+        self.github_secret.is_some() || !self.gitlab_token_sha256.is_empty()
     }
+}
+
+/// The SHA-256 of a token, in lowercase hex: the form GitLab tokens are configured in.
+pub fn token_sha256(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// Reads GitHub runs back, for the one repository this server dispatches to.
@@ -68,6 +93,9 @@ pub(super) struct GitHubReader {
 pub(super) struct Webhooks {
     github_secret: Option<Vec<u8>>,
     github: Option<GitHubReader>,
+    gitlab_tokens: Vec<[u8; 32]>,
+    gitlab: Option<GitLab>,
+    gitlab_projects: Vec<String>,
     wake: Notify,
 }
 
@@ -87,17 +115,68 @@ impl Webhooks {
                  does not dispatch to, and is ignored. Configure --dispatch-repository and DEFSYNC_DISPATCH_TOKEN"
             );
         }
+        let mut gitlab_tokens = Vec::new();
+        for (i, h) in options.gitlab_token_sha256.iter().enumerate() {
+            let bytes = hex::decode(h.trim()).ok().and_then(|b| <[u8; 32]>::try_from(b).ok());
+            let Some(hash) = bytes else {
+                anyhow::bail!(
+                    "GitLab webhook token hash #{} is not 64 hex digits: give DEFSYNC_GITLAB_WEBHOOK_TOKEN_SHA256 as \
+                     `defsync serve webhook-setup --print` printed it",
+                    i + 1
+                );
+            };
+            gitlab_tokens.push(hash);
+        }
+        let gitlab = match &options.gitlab_read_token {
+            Some(token) if !gitlab_tokens.is_empty() => {
+                Some(GitLab::new(GitLabOptions::new(token.clone(), TokenKind::Access, options.gitlab_api_url.clone()))?)
+            }
+            _ => None,
+        };
+        if !gitlab_tokens.is_empty() && gitlab.is_none() {
+            tracing::warn!(
+                "GitLab webhooks are on without DEFSYNC_GITLAB_READ_TOKEN: a pipeline's status is taken from the \
+                 event itself (sent with the webhook token) rather than read back from GitLab's API"
+            );
+        }
         Ok(Webhooks {
             github_secret: options.github_secret.as_ref().map(|s| s.as_bytes().to_vec()),
             github,
+            gitlab_tokens,
+            gitlab,
+            gitlab_projects: options.gitlab_projects.clone(),
             wake: Notify::new(),
         })
+    }
+
+    /// Whether `token` is an accepted GitLab webhook token: its SHA-256 against each, with no
+    /// comparison stopping early.
+    fn gitlab_token_ok(&self, token: &[u8]) -> bool {
+        let given: [u8; 32] = Sha256::digest(token).into();
+        let mut ok = false;
+        for known in &self.gitlab_tokens {
+            let diff = given.iter().zip(known).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            ok |= std::hint::black_box(diff) == 0;
+        }
+        ok
     }
 
     /// Whether `repository` is one this server dispatches to (GitHub's names ignore case).
     fn knows_github(&self, repository: &str) -> bool {
         self.github.as_ref().is_some_and(|g| g.repository.to_string().eq_ignore_ascii_case(repository))
     }
+}
+
+/// Whether this server dispatches to GitLab project `path` or `id`: configured, or named by a
+/// row of its outbox.
+async fn knows_gitlab(s: &AppState, hooks: &Webhooks, path: &str, id: u64) -> Result<bool, Failure> {
+    let id = id.to_string();
+    if hooks.gitlab_projects.iter().any(|p| p.eq_ignore_ascii_case(path) || *p == id) {
+        return Ok(true);
+    }
+    let store = s.store.clone();
+    let path = path.to_owned();
+    blocking(move || Ok(store.dispatched_to("gitlab", &path)? || store.dispatched_to("gitlab", &id)?)).await
 }
 
 fn refused(status: u16, code: &str, message: impl Into<String>) -> Failure {
@@ -158,6 +237,55 @@ pub(super) async fn github(State(s): State<Arc<AppState>>, headers: HeaderMap, b
     record(&s, hooks, "github", delivery, event, body).await
 }
 
+/// `POST /v1/webhooks/gitlab`.
+pub(super) async fn gitlab(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Answer {
+    let Some(hooks) = s.webhooks.as_ref().filter(|h| !h.gitlab_tokens.is_empty()) else {
+        return Err(webhooks_off("GitLab", "DEFSYNC_GITLAB_WEBHOOK_TOKEN_SHA256"));
+    };
+    // Before anything else is read.
+    let Some(token) = headers.get(glh::TOKEN_HEADER) else {
+        tracing::warn!("webhook: GitLab delivery refused: no X-Gitlab-Token");
+        return Err(refused(
+            401,
+            "unauthorized",
+            "no X-Gitlab-Token header: give the webhook the secret token `defsync serve webhook-setup --print` printed",
+        ));
+    };
+    if !hooks.gitlab_token_ok(token.as_bytes()) {
+        tracing::warn!("webhook: GitLab delivery refused: wrong X-Gitlab-Token");
+        return Err(refused(
+            401,
+            "unauthorized",
+            "the X-Gitlab-Token is not this server's: set the webhook's secret token to the one webhook-setup printed",
+        ));
+    }
+    let (Some(event), Some(delivery)) = (header(&headers, glh::EVENT_HEADER), header(&headers, glh::UUID_HEADER))
+    else {
+        return Err(refused(
+            400,
+            "bad_request",
+            "a GitLab delivery has X-Gitlab-Event and X-Gitlab-Event-UUID headers",
+        ));
+    };
+    if !matches!(event, "Pipeline Hook" | "Push Hook") {
+        let reason = format!("defsync uses Pipeline Hook and Push Hook events, not {event}");
+        return answer(StatusCode::ACCEPTED, "ignored", Some(reason));
+    }
+    let Some((path, id)) = glh::project(&body) else {
+        return Err(refused(422, "invalid", format!("the {event} event names no project")));
+    };
+    if !knows_gitlab(&s, hooks, &path, id).await? {
+        tracing::warn!(
+            "webhook: GitLab {event} delivery {} for {} ignored: this server dispatches to no such project",
+            data(delivery),
+            data(&path)
+        );
+        let reason = format!("this server dispatches to no project {path}");
+        return answer(StatusCode::ACCEPTED, "ignored", Some(reason));
+    }
+    record(&s, hooks, "gitlab", delivery, event, body).await
+}
+
 /// Records a verified delivery and wakes the task; a replay is answered 200 and dropped.
 async fn record(s: &AppState, hooks: &Webhooks, forge: &str, delivery: &str, event: &str, body: Bytes) -> Answer {
     let store = s.store.clone();
@@ -213,6 +341,7 @@ async fn process_owed(store: &Arc<Store>, hooks: &Webhooks, stop: &watch::Receiv
         }
         let outcome = match delivery.forge.as_str() {
             "github" => process_github(store, hooks, &delivery).await,
+            "gitlab" => process_gitlab(store, hooks, &delivery).await,
             other => {
                 tracing::warn!("webhook: a delivery from an unknown forge {} is dropped", data(other));
                 Outcome::Done
@@ -285,6 +414,143 @@ async fn process_github(store: &Arc<Store>, hooks: &Webhooks, d: &Delivery) -> O
     }
 }
 
+async fn process_gitlab(store: &Arc<Store>, hooks: &Webhooks, d: &Delivery) -> Outcome {
+    let event = match glh::parse(&d.body) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!("webhook: GitLab delivery {} dropped: {}", data(&d.delivery_id), data(&e));
+            return Outcome::Done;
+        }
+    };
+    match event {
+        GitLabEvent::Pipeline { project_id, project_path, pipeline_id, status, url } => {
+            let (status, url) = match &hooks.gitlab {
+                // The event is a hint: the pipeline as GitLab's API has it now.
+                Some(client) => match client.pipeline(&GitLabProject(project_id.to_string()), pipeline_id).await {
+                    Ok(p) => (p.status.unwrap_or(status), p.web_url.or(url)),
+                    Err(e)
+                        if matches!(
+                            e.kind,
+                            GlErrorKind::Transport | GlErrorKind::Server | GlErrorKind::RateLimited
+                        ) =>
+                    {
+                        tracing::warn!(
+                            "webhook: cannot read pipeline {pipeline_id} of {}; trying again later: {}",
+                            data(&project_path),
+                            data(&e.to_string())
+                        );
+                        return Outcome::Later;
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            "webhook: cannot read pipeline {pipeline_id} of {} with DEFSYNC_GITLAB_READ_TOKEN (it needs \
+                             read_api and the Reporter role), so its status is not recorded: {}",
+                            data(&project_path),
+                            data(&e.to_string())
+                        );
+                        return Outcome::Done;
+                    }
+                },
+                None => (status, url),
+            };
+            let Some(run_status) = gitlab_status(&status) else {
+                tracing::info!(
+                    "webhook: pipeline {pipeline_id} has status {}, which defsync does not track",
+                    data(&status)
+                );
+                return Outcome::Done;
+            };
+            let conclusion = run_status.is_final().then_some(status);
+            let s2 = store.clone();
+            let written = store_call(move || {
+                // The lead's dispatch records the project as path or ID: either matches.
+                let rows = s2.record_run(
+                    "gitlab",
+                    &project_path,
+                    pipeline_id,
+                    run_status,
+                    conclusion.as_deref(),
+                    url.as_deref(),
+                )?;
+                if !rows.is_empty() {
+                    return Ok(rows);
+                }
+                s2.record_run(
+                    "gitlab",
+                    &project_id.to_string(),
+                    pipeline_id,
+                    run_status,
+                    conclusion.as_deref(),
+                    url.as_deref(),
+                )
+            })
+            .await;
+            log_recorded(written, "pipeline", pipeline_id, run_status)
+        }
+        GitLabEvent::Push { project_path, git_ref, after } => {
+            let store = store.clone();
+            let shown = format!("{project_path} {git_ref} moved to {after}");
+            match store_call(move || store.record_push("gitlab", &project_path, &git_ref, &after)).await {
+                Ok(()) => {
+                    tracing::info!("webhook: {}", data(&shown));
+                    Outcome::Done
+                }
+                Err(e) => {
+                    tracing::error!("webhook: cannot record that {}: {}", data(&shown), data(&e));
+                    Outcome::Later
+                }
+            }
+        }
+        GitLabEvent::Other(_) => Outcome::Done,
+    }
+}
+
+/// A GitLab pipeline status as the outbox keeps it; `None` for one defsync does not know.
+pub(super) fn gitlab_status(status: &str) -> Option<RunStatus> {
+    Some(match status {
+        "created" | "waiting_for_resource" | "preparing" | "pending" | "scheduled" | "manual" => RunStatus::Queued,
+        "running" => RunStatus::InProgress,
+        "success" => RunStatus::Succeeded,
+        "failed" | "canceled" | "canceling" | "skipped" => RunStatus::Failed,
+        _ => return None,
+    })
+}
+
+fn log_recorded(
+    written: Result<Vec<crate::store::OutboxEntry>, String>,
+    what: &str,
+    id: u64,
+    status: RunStatus,
+) -> Outcome {
+    match written {
+        Ok(rows) if rows.is_empty() => {
+            tracing::info!(
+                "webhook: {what} {id} ({}) is no dispatch of this server, or its status is older than the one \
+                 recorded: nothing recorded",
+                status.as_str()
+            );
+            Outcome::Done
+        }
+        Ok(rows) => {
+            for r in rows {
+                tracing::info!(
+                    "run status: project {}, commit {}: {what} {id} {}{}{}",
+                    data(&r.project),
+                    data(&r.commit_id),
+                    status.as_str(),
+                    r.run_conclusion.as_deref().map(|c| format!(" ({c})")).unwrap_or_default(),
+                    r.run_url.as_deref().map(|u| format!(" {}", data(u))).unwrap_or_default()
+                );
+            }
+            Outcome::Done
+        }
+        Err(e) => {
+            tracing::error!("webhook: cannot record {what} {id}: {}", data(&e));
+            Outcome::Later
+        }
+    }
+}
+
 /// A GitHub run's status as the outbox keeps it, with the conclusion kept as GitHub says it.
 /// `None` for a status defsync does not know (left as it was).
 pub(super) fn github_status(run: &WorkflowRun) -> Option<RunStatus> {
@@ -334,35 +600,7 @@ async fn record_run(store: &Arc<Store>, target: &str, run: &WorkflowRun) -> Outc
         }
     })
     .await;
-    match written {
-        Ok(rows) if rows.is_empty() => {
-            tracing::info!(
-                "webhook: run {} of {target} ({}) is no dispatch of this server, or its status is older than the \
-                 one recorded: nothing recorded",
-                run.id,
-                status.as_str()
-            );
-            Outcome::Done
-        }
-        Ok(rows) => {
-            for r in rows {
-                tracing::info!(
-                    "run status: project {}, commit {}: run {} {}{}{}",
-                    data(&r.project),
-                    data(&r.commit_id),
-                    run.id,
-                    status.as_str(),
-                    r.run_conclusion.as_deref().map(|c| format!(" ({c})")).unwrap_or_default(),
-                    r.run_url.as_deref().map(|u| format!(" {}", data(u))).unwrap_or_default()
-                );
-            }
-            Outcome::Done
-        }
-        Err(e) => {
-            tracing::error!("webhook: cannot record run {} of {target}: {}", run.id, data(&e));
-            Outcome::Later
-        }
-    }
+    log_recorded(written, "run", run.id, status)
 }
 
 /// Runs a store call off the async threads (SQLite blocks); the error as text, for the log.
@@ -398,6 +636,29 @@ mod tests {
             assert_eq!(github_status(&run("completed", Some(c))), Some(RunStatus::Failed), "{c}");
         }
         assert_eq!(github_status(&run("something_new", None)), None);
+    }
+
+    #[test]
+    fn gitlab_statuses_map_to_run_status() {
+        assert_eq!(gitlab_status("pending"), Some(RunStatus::Queued));
+        assert_eq!(gitlab_status("created"), Some(RunStatus::Queued));
+        assert_eq!(gitlab_status("running"), Some(RunStatus::InProgress));
+        assert_eq!(gitlab_status("success"), Some(RunStatus::Succeeded));
+        assert_eq!(gitlab_status("canceled"), Some(RunStatus::Failed));
+        assert_eq!(gitlab_status("failed"), Some(RunStatus::Failed));
+        assert_eq!(gitlab_status("new-word"), None);
+    }
+
+    #[test]
+    fn gitlab_tokens_compare_by_hash() {
+        let options = WebhookOptions { gitlab_token_sha256: vec![token_sha256("glwt-right")], ..Default::default() };
+        let hooks = Webhooks::new(&options, None).unwrap();
+        assert!(hooks.gitlab_token_ok(b"glwt-right"));
+        for wrong in [&b"glwt-righ"[..], b"glwt-rightt", b"", b"GLWT-RIGHT"] {
+            assert!(!hooks.gitlab_token_ok(wrong));
+        }
+        let bad = WebhookOptions { gitlab_token_sha256: vec!["abc".into()], ..Default::default() };
+        assert!(Webhooks::new(&bad, None).map(drop).unwrap_err().to_string().contains("64 hex digits"));
     }
 
     #[test]

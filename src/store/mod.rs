@@ -229,6 +229,8 @@ pub(crate) trait Tx {
     fn pending_dispatch(&mut self, pid: i64, seq: i64) -> R<Option<i64>>;
     /// Back to `pending`, due at `now_ms`, no attempt made.
     fn reset_dispatch(&mut self, id: i64, now_ms: i64) -> R<()>;
+    /// Whether any row was sent to `forge` and `target` (without case).
+    fn dispatched_to(&mut self, forge: &str, target: &str) -> R<bool>;
 
     /// Whether it was recorded: `false` for a delivery ID seen before (and not expired).
     fn insert_delivery(&mut self, d: &Delivery, expires_ms: i64) -> R<bool>;

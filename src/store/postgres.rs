@@ -874,6 +874,15 @@ impl Tx for PgTx<'_> {
         .map(drop)
     }
 
+    fn dispatched_to(&mut self, forge: &str, target: &str) -> R<bool> {
+        Ok(self
+            .opt(
+                "SELECT 1 FROM dispatch_outbox WHERE forge = $1 AND lower(target) = lower($2) LIMIT 1",
+                &[&forge, &target],
+            )?
+            .is_some())
+    }
+
     fn insert_delivery(&mut self, d: &Delivery, expires_ms: i64) -> R<bool> {
         let n = self.exec(
             "INSERT INTO webhook_deliveries (forge, delivery_id, event, received_ms, expires_ms, body)

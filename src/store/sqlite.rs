@@ -591,6 +591,15 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
+    fn dispatched_to(&mut self, forge: &str, target: &str) -> R<bool> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT 1 FROM dispatch_outbox WHERE forge = ?1 AND lower(target) = lower(?2) LIMIT 1")?
+            .query_row(params![forge, target], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
     fn insert_delivery(&mut self, d: &Delivery, expires_ms: i64) -> R<bool> {
         let n = self
             .0

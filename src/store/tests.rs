@@ -778,6 +778,9 @@ fn a_sent_dispatch_knows_its_forge_and_target() {
             (Some("github"), Some("Acme/Defs"), Some(7))
         );
         assert_eq!((row.run_status, row.run_conclusion, row.run_updated_at), (None, None, None));
+        assert!(s.dispatched_to("github", "acme/defs").unwrap());
+        assert!(!s.dispatched_to("gitlab", "acme/defs").unwrap());
+        assert!(!s.dispatched_to("github", "acme/other").unwrap());
     });
 }
 

@@ -341,3 +341,99 @@ async fn webhooks_are_404_when_no_secret_is_set() {
     let v: Value = r.json().await.unwrap();
     assert!(v["error"]["message"].as_str().unwrap().contains("DEFSYNC_GITHUB_WEBHOOK_SECRET"), "{v}");
 }
+
+// GitLab pipeline events.
+
+const GL_TOKEN: &str = "glwt-test-3c9d";
+
+/// A store with project `p1` whose dashboard commit was dispatched to GitLab project
+/// `group/defs` as pipeline 31 (as the GitLab dispatch records it), and a server accepting
+/// GitLab webhooks with the hash of [`GL_TOKEN`] and no read token.
+fn gitlab_setup() -> (tempfile::TempDir, ServerProcess, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    {
+        let store = Store::open(&path).unwrap();
+        store.set_dispatch_outbox(true);
+        store.put_project(P, "One").unwrap();
+        let body = json!({"parent": null, "message": "edit", "origin": {"type": "dashboard"},
+                          "changes": [{"op": "put", "kind": "workflow", "name": "a", "spec": {}}]});
+        store.create_commit(P, &serde_json::to_vec(&body).unwrap(), None).unwrap();
+        let policy = defsync::store::RetryPolicy::default();
+        let d = store.claim_due_dispatches(&policy).unwrap().pop().unwrap();
+        let sent =
+            defsync::store::SentDispatch { forge: "gitlab", target: "group/defs", run_id: Some(31), run_url: None };
+        store.mark_dispatch_done(d.id, &sent).unwrap();
+    }
+    let hash = defsync::server::token_sha256(GL_TOKEN);
+    let server = ServerProcess::start_with(&path, KEY, &[], &[("DEFSYNC_GITLAB_WEBHOOK_TOKEN_SHA256", hash.as_str())]);
+    (dir, server, path)
+}
+
+fn pipeline_event(project: &str, pipeline: u64, status: &str) -> Value {
+    json!({
+        "object_kind": "pipeline",
+        "object_attributes": {"id": pipeline, "iid": 3, "ref": "main", "status": status, "source": "trigger"},
+        "project": {"id": 7, "name": "defs", "path_with_namespace": project, "web_url": format!("https://gitlab.example/{project}")}
+    })
+}
+
+async fn post_gitlab(server: &ServerProcess, token: Option<&str>, uuid: &str, body: &Value) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/v1/webhooks/gitlab", server.url()))
+        .header("content-type", "application/json")
+        .header("x-gitlab-event", "Pipeline Hook")
+        .header("x-gitlab-event-uuid", uuid)
+        .body(serde_json::to_vec(body).unwrap());
+    if let Some(token) = token {
+        req = req.header("x-gitlab-token", token);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn wait_gitlab_status(
+    server: &ServerProcess,
+    store: &std::path::Path,
+    status: &str,
+) -> defsync::store::OutboxEntry {
+    let started = Instant::now();
+    loop {
+        let row = Store::open(store).unwrap().dispatch_outbox(Some(P)).unwrap().pop().unwrap();
+        if row.run_status.map(|s| s.as_str()) == Some(status) {
+            return row;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no {status}: {row:?}\n{}", server.logs());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gitlab_token_is_checked_and_pipeline_events_record_the_status() {
+    let (_dir, server, store) = gitlab_setup();
+    let running = pipeline_event("group/defs", 31, "running");
+    let (status, answer) = post_gitlab(&server, Some("glwt-wrong"), "u-1", &running).await;
+    assert_eq!(status, 401, "{answer}");
+    let (status, answer) = post_gitlab(&server, None, "u-1", &running).await;
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("X-Gitlab-Token"));
+    assert!(Store::open(&store).unwrap().unprocessed_deliveries().unwrap().is_empty(), "nothing recorded");
+
+    let (status, answer) = post_gitlab(&server, Some(GL_TOKEN), "u-1", &running).await;
+    assert_eq!((status, answer["status"].as_str()), (202, Some("accepted")), "{answer}");
+    let row = wait_gitlab_status(&server, &store, "in_progress").await;
+    assert_eq!(row.run_url.as_deref(), Some("https://gitlab.example/group/defs/-/pipelines/31"));
+    let (status, answer) = post_gitlab(&server, Some(GL_TOKEN), "u-1", &running).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("duplicate")));
+
+    post_gitlab(&server, Some(GL_TOKEN), "u-2", &pipeline_event("group/defs", 31, "failed")).await;
+    let row = wait_gitlab_status(&server, &store, "failed").await;
+    assert_eq!(row.run_conclusion.as_deref(), Some("failed"));
+
+    // A project this server never dispatched to: ignored, nothing recorded.
+    let (status, answer) =
+        post_gitlab(&server, Some(GL_TOKEN), "u-3", &pipeline_event("other/proj", 99, "success")).await;
+    assert_eq!((status, answer["status"].as_str()), (202, Some("ignored")), "{answer}");
+    assert!(!server.logs().contains(GL_TOKEN), "the token is never logged");
+}
