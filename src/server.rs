@@ -297,7 +297,8 @@ fn build_router(state: Arc<AppState>, metrics_behind_key: bool) -> Router {
         .route("/v1/projects/{project}/commits/{commit}", get(get_commit))
         .route("/v1/projects/{project}/commits/{commit}/manifest", get(get_manifest))
         .route(BATCH_GET_ROUTE, post(batch_get))
-        .route("/v1/projects/{project}/dispatches", get(list_dispatches));
+        .route("/v1/projects/{project}/dispatches", get(list_dispatches))
+        .route("/v1/projects/{project}/runs", get(list_run_reports).post(post_run_report));
     if metrics_behind_key {
         api = api.route("/metrics", get(get_metrics));
     }
@@ -519,6 +520,43 @@ async fn list_dispatches(State(s): State<Arc<AppState>>, Path(project): Path<Str
         })
         .collect();
     Ok(json(StatusCode::OK, &serde_json::json!({ "dispatches": rows })))
+}
+
+/// `POST /v1/projects/{project}/runs` (contract v1.2): a run's report, 201 with its ID.
+async fn post_run_report(State(s): State<Arc<AppState>>, Path(project): Path<String>, body: Bytes) -> Answer {
+    use crate::store::MAX_RUN_REPORT_BYTES;
+    if body.len() > MAX_RUN_REPORT_BYTES {
+        return Err(Failure(ApiError::new(
+            413,
+            "payload_too_large",
+            format!(
+                "the run report is over this platform's limit of {} MiB: leave out conflicts until it fits",
+                MAX_RUN_REPORT_BYTES / (1024 * 1024)
+            ),
+        )));
+    }
+    let store = s.store.clone();
+    let id = blocking(move || {
+        store.project(&project)?;
+        let report: crate::api::RunReport =
+            crate::store::strict::parse(&body).map_err(|e| ApiError::new(422, "invalid", e))?;
+        store.add_run_report(&project, &report)
+    })
+    .await?;
+    Ok(json(StatusCode::CREATED, &serde_json::json!({ "id": id })))
+}
+
+/// `GET /v1/projects/{project}/runs?limit=N`: the newest reports first (at most 100 are kept).
+async fn list_run_reports(
+    State(s): State<Arc<AppState>>,
+    Path(project): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Answer {
+    let (_, limit) = commits_query(q.as_deref())?;
+    let limit = if limit == 0 { 20 } else { limit.min(crate::store::MAX_RUN_REPORTS_KEPT as u32) };
+    let store = s.store.clone();
+    let reports = blocking(move || store.run_reports(&project, limit)).await?;
+    Ok(json(StatusCode::OK, &serde_json::json!({ "runs": reports })))
 }
 
 async fn no_route() -> Failure {

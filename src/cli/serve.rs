@@ -49,6 +49,9 @@ pub enum ServeCommand {
     /// Ask a running `serve` whether it is healthy (GET /healthz); exit 0 if so, 1 if not. For a
     /// container's HEALTHCHECK.
     Healthcheck(super::healthcheck::HealthcheckArgs),
+    /// Print what to enter on GitHub and GitLab for run status: the webhook URLs, the events to
+    /// select, and a newly generated secret for each (shown once).
+    WebhookSetup(super::webhook_setup::WebhookSetupArgs),
 }
 
 #[derive(Clone, Args)]
@@ -240,6 +243,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     match args.command {
         Some(ServeCommand::Keys(keys)) => return super::keys::run(&keys),
         Some(ServeCommand::Healthcheck(check)) => return super::healthcheck::run(&check).await,
+        Some(ServeCommand::WebhookSetup(setup)) => return super::webhook_setup::run(&setup),
         None => {}
     }
     let keys = args.all_keys();

@@ -45,7 +45,9 @@ pub use outbox::{
     SentDispatch,
 };
 pub use postgres::PostgresUrl;
-pub use runs::{BranchPush, DELIVERY_TTL, Delivery, MAX_RUN_REPORTS_KEPT, StoredRunReport};
+pub use runs::{
+    BranchPush, DELIVERY_TTL, Delivery, MAX_REPORTED_KEYS, MAX_RUN_REPORT_BYTES, MAX_RUN_REPORTS_KEPT, StoredRunReport,
+};
 
 /// At most this many digests in one batch-get.
 pub const MAX_BATCH_DIGESTS: usize = 1000;

@@ -437,3 +437,44 @@ async fn a_gitlab_token_is_checked_and_pipeline_events_record_the_status() {
     assert_eq!((status, answer["status"].as_str()), (202, Some("ignored")), "{answer}");
     assert!(!server.logs().contains(GL_TOKEN), "the token is never logged");
 }
+
+// Run reports (contract v1.2).
+
+/// A real pull that stops on a conflict posts its report, with both versions of the key, and
+/// the platform shows it newest first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_with_a_conflict_posts_its_report_with_both_versions() {
+    let (_dir, server) = ServerProcess::scratch(KEY);
+    let env = crate::support::Env::on_server(&server.url(), KEY);
+    env.dashboard_put("workflow", "notify <b>", json!({"channel": "#sales", "retries": 3}));
+    env.run("pull", &[]).ok();
+    let file = env.files().into_iter().find(|f| f.ends_with(".yaml")).expect("the pulled file");
+    env.dashboard_put("workflow", "notify <b>", json!({"channel": "#sales", "retries": 9}));
+    env.write(&file, &env.read(&file).replace("retries: 3", "retries: 7"));
+    env.commit_and_push("git edit");
+    let r = env.run("pull", &[]);
+    assert_eq!(r.code, 3, "a conflict: {r:#?}");
+
+    let url = format!("{}/v1/projects/{}/runs", server.url(), crate::support::PROJECT);
+    let v: Value = reqwest::Client::new().get(&url).bearer_auth(KEY).send().await.unwrap().json().await.unwrap();
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "the first pull and the conflicted one: {v}");
+    let last = &runs[0];
+    assert_eq!((last["command"].as_str(), last["outcome"].as_str()), (Some("pull"), Some("conflict")), "{last}");
+    let c = &last["conflicts"][0];
+    assert_eq!((c["kind"].as_str(), c["name"].as_str()), (Some("workflow"), Some("notify <b>")));
+    assert_eq!(c["git"], json!({"channel": "#sales", "retries": 7}));
+    assert_eq!(c["platform"], json!({"channel": "#sales", "retries": 9}));
+    assert_eq!(last["deferred"], json!([]));
+    assert_eq!(runs[1]["outcome"], "changed");
+
+    // A report is checked as the API checks: a bad body is 422, one over the limit 413.
+    let bad = reqwest::Client::new().post(&url).bearer_auth(KEY).body(r#"{"command": "pull"}"#).send().await.unwrap();
+    assert_eq!(bad.status().as_u16(), 422);
+    let big = format!(
+        r#"{{"command":"pull","outcome":"ok","run_url":"https://x/{}"}}"#,
+        "a".repeat(defsync::store::MAX_RUN_REPORT_BYTES)
+    );
+    let r = reqwest::Client::new().post(&url).bearer_auth(KEY).body(big).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+}
