@@ -106,6 +106,11 @@ async fn post_run_report(args: &SyncArgs, event: &Event, report: &Report) {
             UNSUPPORTED.store(true, Ordering::Relaxed);
             eprintln!("defsync: the platform takes no run reports (contract v1.2 is optional); none sent");
         }
+        // A read key (the pull-request check's) may not write: the run reports nothing, quietly.
+        Err(e) if e.api().is_some_and(|a| a.status == 403) => {
+            UNSUPPORTED.store(true, Ordering::Relaxed);
+            eprintln!("defsync: the API key may not write, so no run report was sent");
+        }
         Err(e) => {
             eprintln!("warning: cannot send the run report to the platform: {}", crate::output::data(&e.to_string()))
         }

@@ -533,7 +533,7 @@ impl Tx for SqliteTx<'_> {
         self.0
             .prepare_cached(
                 "UPDATE dispatch_outbox SET run_status = ?2, run_conclusion = ?3, run_url = COALESCE(?4, run_url),
-                 run_updated_at = ?5 WHERE id = ?1",
+                 run_updated_at = ?5, last_error = CASE WHEN ?2 = 'not_started' THEN last_error END WHERE id = ?1",
             )?
             .execute(params![id, status.as_str(), conclusion, run_url, at])?;
         Ok(())
