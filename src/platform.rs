@@ -177,6 +177,15 @@ impl Platform {
         }
     }
 
+    /// Sends a run's report (contract v1.2). A platform without the endpoint answers 404 or
+    /// 405, which the caller takes as "not supported".
+    pub async fn post_run_report(&self, project: &str, report: &crate::api::RunReport) -> Result<()> {
+        match self {
+            Platform::Http(c) => c.post_run_report(project, serde_json::to_vec(report).expect("serialisable")).await,
+            Platform::Embedded(s) => s.add_run_report(project, report).map(drop).map_err(Into::into),
+        }
+    }
+
     pub async fn put_sync(&self, project: &str, if_match: &ETag, req: &PutSync) -> Result<(SyncRecord, ETag)> {
         let body = serde_json::to_vec(req).expect("serialisable");
         match self {

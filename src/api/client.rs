@@ -418,6 +418,12 @@ impl HttpClient {
         self.inner.parse(&Method::POST, &url, &answer)
     }
 
+    /// `POST /v1/projects/{project}/runs` (contract v1.2, optional): a run's report.
+    pub async fn post_run_report(&self, project: &str, body: Vec<u8>) -> Result<()> {
+        let url = self.inner.url(&["v1", "projects", project, "runs"]);
+        self.inner.send(Method::POST, &url, Some(&body), &[]).await.map(drop)
+    }
+
     pub async fn put_sync(&self, project: &str, if_match: &ETag, body: Vec<u8>) -> Result<(SyncRecord, ETag)> {
         let url = self.inner.url(&["v1", "projects", project, "sync"]);
         // Conditional on If-Match, so a retry after a lost answer at worst gets 412.

@@ -11,6 +11,7 @@ pub mod healthcheck;
 pub mod keys;
 pub mod serve;
 pub mod sync;
+pub mod webhook_setup;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -12,7 +12,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use crate::forge::github::DEFAULT_API_URL;
 use crate::forge::gitlab::PassAs;
 use crate::server::targets::{FlagTarget, ForgeKind, Target, read_targets_file};
-use crate::server::{AutoDispatch, ServeOptions, serve};
+use crate::server::{AutoDispatch, ServeOptions, WebhookOptions, serve};
 use crate::store::{RetryPolicy, StoreLocation};
 
 const DISPATCH: &str = "Dispatching the pull (on when a repository and a token are given, or a targets file)";
@@ -52,6 +52,9 @@ pub enum ServeCommand {
     /// Ask a running `serve` whether it is healthy (GET /healthz); exit 0 if so, 1 if not. For a
     /// container's HEALTHCHECK.
     Healthcheck(super::healthcheck::HealthcheckArgs),
+    /// Print what to enter on GitHub and GitLab for run status: the webhook URLs, the events to
+    /// select, and a newly generated secret for each (shown once).
+    WebhookSetup(super::webhook_setup::WebhookSetupArgs),
 }
 
 #[derive(Clone, Args)]
@@ -141,6 +144,32 @@ pub struct ServeArgs {
     #[arg(long, env = "DEFSYNC_DISPATCH_MAX_ATTEMPTS", default_value_t = 25, hide = true,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub dispatch_max_attempts: u32,
+    /// With webhooks on (DEFSYNC_GITHUB_WEBHOOK_SECRET set): a dispatch whose run has not
+    /// appeared after this long is marked "not started"; the common cause is a workflow file
+    /// missing or misnamed on the ref. A number with a unit: 90s, 10m, 1h.
+    #[arg(long, env = "DEFSYNC_DISPATCH_RUN_TIMEOUT", default_value = "10m", value_name = "DURATION",
+          value_parser = parse_duration, help_heading = DISPATCH)]
+    pub dispatch_run_timeout: Duration,
+}
+
+/// `500ms`, `90s`, `10m`, `1h`; a bare number is seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 =
+        number.parse().map_err(|_| format!("{s:?} is not a duration: give a number with a unit, as 90s or 10m"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("{s:?} has an unknown unit {unit:?}: use ms, s, m or h")),
+    };
+    if d.is_zero() {
+        return Err("the duration must be above zero".into());
+    }
+    Ok(d)
 }
 
 /// Parses `--store` with an error of its own: clap's would quote the value, and a URL's password
@@ -223,6 +252,7 @@ impl ServeArgs {
                 backoff_cap: Duration::from_millis(self.dispatch_backoff_max_ms.max(self.dispatch_backoff_ms)),
                 max_attempts: self.dispatch_max_attempts,
             },
+            run_timeout: None,
         }))
     }
 
@@ -275,6 +305,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     match args.command {
         Some(ServeCommand::Keys(keys)) => return super::keys::run(&keys),
         Some(ServeCommand::Healthcheck(check)) => return super::healthcheck::run(&check).await,
+        Some(ServeCommand::WebhookSetup(setup)) => return super::webhook_setup::run(&setup),
         None => {}
     }
     let keys = args.all_keys();
@@ -287,7 +318,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     // Configuration errors are typed, so they exit 2 like every other configuration error.
     let config = |e: String| anyhow::Error::from(crate::error::Error::Config(e));
-    let dispatch = args.dispatch().map_err(|e| config(format!("{e:#}")))?;
+    let mut dispatch = args.dispatch().map_err(|e| config(format!("{e:#}")))?;
+    let webhooks = webhook_options_from_env();
+    if webhooks.any()
+        && let Some(d) = dispatch.as_mut()
+    {
+        d.run_timeout = Some(args.dispatch_run_timeout);
+    }
     serve(ServeOptions {
         store: args.store.store,
         listen: args.listen,
@@ -296,8 +333,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         dispatch,
         metrics_listen: args.metrics_listen,
         json_logs: args.log_format == LogFormat::Json,
+        webhooks,
     })
     .await
+}
+
+/// The webhook secrets, from the environment only: a secret on a command line shows in `ps`.
+/// HMAC needs the GitHub secret itself, so it cannot be kept hashed.
+fn webhook_options_from_env() -> WebhookOptions {
+    let var = |name: &str| std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let mut gitlab_token_sha256: Vec<String> = var("DEFSYNC_GITLAB_WEBHOOK_TOKEN_SHA256")
+        .map(|h| h.split(',').map(|h| h.trim().to_owned()).collect())
+        .unwrap_or_default();
+    if let Some(token) = var("DEFSYNC_GITLAB_WEBHOOK_TOKEN") {
+        gitlab_token_sha256.push(crate::server::token_sha256(&token));
+    }
+    WebhookOptions {
+        github_secret: var("DEFSYNC_GITHUB_WEBHOOK_SECRET"),
+        gitlab_token_sha256,
+        gitlab_read_token: var("DEFSYNC_GITLAB_READ_TOKEN"),
+        gitlab_api_url: crate::forge::gitlab::api_url(var("DEFSYNC_GITLAB_URL").as_deref()),
+        gitlab_projects: Vec::new(),
+    }
 }
 
 #[cfg(test)]
@@ -387,5 +444,19 @@ mod tests {
             Cli::try_parse_from(["serve", "--dispatch-targets", "t.yml", "--dispatch-repository", "o/r"]).is_err(),
             "a targets file and a flag target are exclusive"
         );
+    }
+
+    #[test]
+    fn run_timeouts_parse_with_units() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("10 days").unwrap_err().contains("unit"));
+        assert!(parse_duration("soon").is_err());
+        let cli = Cli::parse_from(["serve"]);
+        assert_eq!(cli.args.dispatch_run_timeout, Duration::from_secs(600));
     }
 }

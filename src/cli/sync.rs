@@ -62,6 +62,9 @@ pub async fn command(which: Which, args: &SyncArgs, runtime: &dyn crate::ci::Run
     };
     if report.status != crate::report::Status::Error {
         eprint!("{}", crate::output::human(&report));
+        if which != Which::Link {
+            post_run_report(args, &event, &report).await;
+        }
     }
     if let Err(e) = runtime.finish(&mut stderr, &report) {
         eprintln!("error: cannot write the step's outputs or summary: {}", crate::output::data(&format!("{e:#}")));
@@ -76,6 +79,86 @@ pub async fn command(which: Which, args: &SyncArgs, runtime: &dyn crate::ci::Run
         }
     }
     report.exit_code()
+}
+
+/// Sends the run's outcome, conflicts (both versions) and deferred keys to the platform
+/// (contract v1.2, `POST /v1/projects/{project}/runs`), for its "conflicts reported by the last
+/// runs". Best effort: a platform without the endpoint (404, 405) is told once and left alone,
+/// and no failure here changes the run's result.
+async fn post_run_report(args: &SyncArgs, event: &Event, report: &Report) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // A platform that does not take reports is not asked again by this process.
+    static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+    if UNSUPPORTED.load(Ordering::Relaxed) {
+        return;
+    }
+    let Some(project) = report.project.clone().or_else(|| args.platform.project.clone()) else {
+        return;
+    };
+    let body = run_report(report, event.run_url.clone());
+    let platform = match open_platform(&args.platform) {
+        Ok(p) => p,
+        Err(_) => return,
+    };
+    match platform.post_run_report(&project, &body).await {
+        Ok(()) => tracing::debug!("run report sent"),
+        Err(e) if e.api().is_some_and(|a| matches!(a.status, 404 | 405)) => {
+            UNSUPPORTED.store(true, Ordering::Relaxed);
+            eprintln!("defsync: the platform takes no run reports (contract v1.2 is optional); none sent");
+        }
+        // A read key (the pull-request check's) may not write: the run reports nothing, quietly.
+        Err(e) if e.api().is_some_and(|a| a.status == 403) => {
+            UNSUPPORTED.store(true, Ordering::Relaxed);
+            eprintln!("defsync: the API key may not write, so no run report was sent");
+        }
+        Err(e) => {
+            eprintln!("warning: cannot send the run report to the platform: {}", crate::output::data(&e.to_string()))
+        }
+    }
+}
+
+/// The report of contract v1.2 for `report`, each side's spec read back from the YAML the run
+/// showed. Conflicts are left out from the last until the body fits the limit.
+pub fn run_report(report: &Report, run_url: Option<String>) -> crate::api::RunReport {
+    use crate::api::{ReportedConflict, ReportedKey, RunReport};
+    let spec =
+        |yaml: &Option<String>| yaml.as_deref().and_then(|y| crate::yaml::parse(y.as_bytes()).ok()).map(|d| d.spec);
+    let mut conflicts: Vec<ReportedConflict> = report
+        .conflicts
+        .iter()
+        .take(crate::store::MAX_REPORTED_KEYS)
+        .map(|c| ReportedConflict {
+            kind: c.kind.clone(),
+            name: c.name.clone(),
+            git: spec(&c.git_yaml),
+            platform: spec(&c.platform_yaml),
+        })
+        .collect();
+    let deferred = report
+        .conflicts
+        .iter()
+        .filter(|c| c.resolution == crate::report::Resolution::Deferred)
+        .take(crate::store::MAX_REPORTED_KEYS)
+        .map(|c| ReportedKey { kind: c.kind.clone(), name: c.name.clone() })
+        .collect();
+    let mut out = RunReport {
+        command: report.command.clone(),
+        outcome: report.status.as_str().to_owned(),
+        run_url,
+        git_commit: report.git_commit.clone(),
+        platform_commit: report.platform_commit.as_ref().map(|c| c.id.clone()),
+        conflicts: Vec::new(),
+        deferred,
+    };
+    while !conflicts.is_empty() {
+        out.conflicts = conflicts.clone();
+        if serde_json::to_vec(&out).map_or(0, |b| b.len()) <= crate::store::MAX_RUN_REPORT_BYTES {
+            break;
+        }
+        conflicts.pop();
+        out.conflicts.clear();
+    }
+    out
 }
 
 /// Posts the run's summary on the change request the pipeline checks, through the forge. A

@@ -15,6 +15,7 @@ mod limits;
 mod reads;
 mod record;
 mod robustness;
+mod runs;
 
 use std::time::Duration;
 
@@ -224,6 +225,8 @@ rules! {
         "of N parallel commits on one parent exactly one wins; the others are 409 head_moved" => concurrency::one_winner;
     "robustness.no_redirect", "3 (clients never follow redirects)",
         "no authenticated request is ever answered with a redirect" => robustness::no_redirect;
+    "runs.report", "3 (v1.2 run reports: optional; skipped on 404 or 405)",
+        "POST /runs stores a valid report (201), refuses an invalid key (422) and an unknown project (404)" => runs::report;
 }
 
 /// Why the run could not start: bad options or an unreachable server (exit 2).

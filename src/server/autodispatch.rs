@@ -33,6 +33,9 @@ pub struct AutoDispatch {
     /// How often the outbox is read when nothing wakes the worker.
     pub poll_interval: Duration,
     pub policy: RetryPolicy,
+    /// With webhooks on: a dispatch that started no run within this time is marked
+    /// `not_started`. `None` without webhooks, where no run is ever seen.
+    pub run_timeout: Option<Duration>,
 }
 
 impl AutoDispatch {
@@ -90,8 +93,15 @@ impl Worker {
 
     async fn run(self) {
         let mut stop = self.stop.clone();
+        let mut last_sweep = tokio::time::Instant::now();
         while !self.stopping() {
             self.round().await;
+            if let Some(timeout) = self.config.run_timeout
+                && last_sweep.elapsed() >= sweep_interval(timeout)
+            {
+                last_sweep = tokio::time::Instant::now();
+                self.sweep(timeout).await;
+            }
             // A commit made during the round left a permit: the next round starts at once.
             tokio::select! {
                 () = self.wake.notified() => {}
@@ -124,6 +134,26 @@ impl Worker {
                 return;
             }
             self.send(d).await;
+        }
+    }
+
+    /// Marks `not_started` the dispatches that started no run within `timeout`.
+    async fn sweep(&self, timeout: Duration) {
+        let store = self.store.clone();
+        match blocking(move || store.mark_runs_not_started(timeout)).await {
+            Ok(rows) => {
+                for r in rows {
+                    tracing::warn!(
+                        "dispatch: no run started within {}s for project {}, commit {} (sent to {}): {}",
+                        timeout.as_secs(),
+                        data(&r.project),
+                        data(&r.commit_id),
+                        data(r.target.as_deref().unwrap_or("?")),
+                        crate::store::NOT_STARTED_MESSAGE
+                    );
+                }
+            }
+            Err(e) => tracing::error!("dispatch: cannot look for dispatches that started no run: {}", data(&e)),
         }
     }
 
@@ -210,6 +240,11 @@ impl Worker {
     }
 }
 
+/// How often the not-started sweep runs: a quarter of the timeout, at most every 30 s.
+fn sweep_interval(timeout: Duration) -> Duration {
+    (timeout / 4).min(Duration::from_secs(30))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +269,7 @@ mod tests {
             targets: vec![target],
             poll_interval: Duration::from_secs(1),
             policy: RetryPolicy::default(),
+            run_timeout: None,
         };
         assert!(!format!("{config:?}").contains("secret"));
         assert_eq!(config.describe(), "defsync-pull.yml on main in o/r");

@@ -172,6 +172,11 @@ impl Target {
         Ok(())
     }
 
+    /// The token, for the clients that read runs back (webhooks); never for a log line.
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
+
     /// Whether `project` is one of this target's.
     pub fn serves(&self, project: &str) -> bool {
         self.projects.is_empty() || self.projects.iter().any(|p| glob_match(p, project))

@@ -47,7 +47,9 @@ pub use outbox::{
     SentDispatch,
 };
 pub use postgres::PostgresUrl;
-pub use runs::{BranchPush, DELIVERY_TTL, Delivery, MAX_RUN_REPORTS_KEPT, StoredRunReport};
+pub use runs::{
+    BranchPush, DELIVERY_TTL, Delivery, MAX_REPORTED_KEYS, MAX_RUN_REPORT_BYTES, MAX_RUN_REPORTS_KEPT, StoredRunReport,
+};
 
 /// At most this many digests in one batch-get.
 pub const MAX_BATCH_DIGESTS: usize = 1000;
@@ -231,6 +233,8 @@ pub(crate) trait Tx {
     fn pending_dispatch(&mut self, pid: i64, seq: i64) -> R<Option<i64>>;
     /// Back to `pending`, due at `now_ms`, no attempt made.
     fn reset_dispatch(&mut self, id: i64, now_ms: i64) -> R<()>;
+    /// Whether any row was sent to `forge` and `target` (without case).
+    fn dispatched_to(&mut self, forge: &str, target: &str) -> R<bool>;
 
     /// Whether it was recorded: `false` for a delivery ID seen before (and not expired).
     fn insert_delivery(&mut self, d: &Delivery, expires_ms: i64) -> R<bool>;

@@ -411,6 +411,12 @@ impl Store {
         })
     }
 
+    /// Whether this server ever sent a dispatch to `forge` and `target` (compared without
+    /// case): a webhook about another repository or project is none of its business.
+    pub fn dispatched_to(&self, forge: &str, target: &str) -> R<bool> {
+        self.read(|tx| tx.dispatched_to(forge, target))
+    }
+
     /// One row of the outbox.
     pub fn dispatch_entry(&self, id: i64) -> R<Option<OutboxEntry>> {
         self.read(|tx| tx.outbox_row(id))

@@ -820,7 +820,7 @@ impl Tx for PgTx<'_> {
     ) -> R<()> {
         self.exec(
             "UPDATE dispatch_outbox SET run_status = $2, run_conclusion = $3, run_url = COALESCE($4, run_url),
-             run_updated_at = $5 WHERE id = $1",
+             run_updated_at = $5, last_error = CASE WHEN $2 = 'not_started' THEN last_error END WHERE id = $1",
             &[&id, &status.as_str(), &conclusion, &run_url, &at],
         )
         .map(drop)
@@ -872,6 +872,15 @@ impl Tx for PgTx<'_> {
             &[&id, &now_ms],
         )
         .map(drop)
+    }
+
+    fn dispatched_to(&mut self, forge: &str, target: &str) -> R<bool> {
+        Ok(self
+            .opt(
+                "SELECT 1 FROM dispatch_outbox WHERE forge = $1 AND lower(target) = lower($2) LIMIT 1",
+                &[&forge, &target],
+            )?
+            .is_some())
     }
 
     fn insert_delivery(&mut self, d: &Delivery, expires_ms: i64) -> R<bool> {

@@ -18,6 +18,9 @@ pub const DELIVERY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const MAX_RUN_REPORTS_KEPT: i64 = 100;
 /// The longest delivery ID accepted (GitHub's and GitLab's are UUIDs).
 const MAX_DELIVERY_ID_LEN: usize = 200;
+/// The largest run report accepted, in bytes of JSON: room for a few conflicts of large specs,
+/// both sides. A client leaves out conflicts (from the last) until its report fits.
+pub const MAX_RUN_REPORT_BYTES: usize = 8 * 1024 * 1024;
 /// Conflicts and deferred keys in one report.
 pub const MAX_REPORTED_KEYS: usize = 1000;
 

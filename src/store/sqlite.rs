@@ -533,7 +533,7 @@ impl Tx for SqliteTx<'_> {
         self.0
             .prepare_cached(
                 "UPDATE dispatch_outbox SET run_status = ?2, run_conclusion = ?3, run_url = COALESCE(?4, run_url),
-                 run_updated_at = ?5 WHERE id = ?1",
+                 run_updated_at = ?5, last_error = CASE WHEN ?2 = 'not_started' THEN last_error END WHERE id = ?1",
             )?
             .execute(params![id, status.as_str(), conclusion, run_url, at])?;
         Ok(())
@@ -589,6 +589,15 @@ impl Tx for SqliteTx<'_> {
             )?
             .execute(params![id, now_ms])?;
         Ok(())
+    }
+
+    fn dispatched_to(&mut self, forge: &str, target: &str) -> R<bool> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT 1 FROM dispatch_outbox WHERE forge = ?1 AND lower(target) = lower(?2) LIMIT 1")?
+            .query_row(params![forge, target], |_| Ok(()))
+            .optional()?
+            .is_some())
     }
 
     fn insert_delivery(&mut self, d: &Delivery, expires_ms: i64) -> R<bool> {

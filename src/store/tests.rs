@@ -778,6 +778,9 @@ fn a_sent_dispatch_knows_its_forge_and_target() {
             (Some("github"), Some("Acme/Defs"), Some(7))
         );
         assert_eq!((row.run_status, row.run_conclusion, row.run_updated_at), (None, None, None));
+        assert!(s.dispatched_to("github", "acme/defs").unwrap());
+        assert!(!s.dispatched_to("gitlab", "acme/defs").unwrap());
+        assert!(!s.dispatched_to("github", "acme/other").unwrap());
     });
 }
 
@@ -843,6 +846,11 @@ fn a_dispatch_with_no_run_is_not_started_after_the_timeout() {
         assert!(rows[0].last_error.as_deref().unwrap().contains("workflow file missing or misnamed"));
         assert!(s.mark_runs_not_started_at(now + 999_000, timeout).unwrap().is_empty(), "marked once");
         assert_eq!(s.dispatch_entry(with_run).unwrap().unwrap().run_status, None);
+        // The run appears after all (late, or started by hand): the guess gives way, message and all.
+        let c = s.dispatch_entry(waiting).unwrap().unwrap().commit_id;
+        s.attach_run("github", "acme/defs", &c, 77).unwrap().unwrap();
+        let rows = s.record_run("github", "acme/defs", 77, RunStatus::InProgress, None, None).unwrap();
+        assert_eq!((rows[0].run_status, rows[0].last_error.as_deref()), (Some(RunStatus::InProgress), None));
     });
 }
 

@@ -20,4 +20,5 @@ mod proxy;
 mod server;
 mod support;
 mod sync;
+mod webhooks;
 mod yaml12;

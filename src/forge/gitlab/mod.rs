@@ -13,6 +13,7 @@ mod errors;
 mod forge;
 mod merge_requests;
 pub mod pipeline;
+pub mod webhook;
 
 pub use client::{DEFAULT_API_URL, GitLab, GitLabOptions, Secret, TokenKind};
 pub use commit::{ActionKind, CommitAction, MadeCommit, OntoBranch, Project, actions};

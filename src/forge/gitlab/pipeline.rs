@@ -1,11 +1,12 @@
 //! Starting the pull pipeline with a pipeline trigger token (`POST
-//! /projects/:id/trigger/pipeline`), as the platform does after an edit.
+//! /projects/:id/trigger/pipeline`), as the platform does after an edit, and reading a pipeline
+//! back (`GET /projects/:id/pipelines/:pipeline_id`) when a pipeline event says it changed.
 
 use serde::{Deserialize, Serialize};
 
 use super::client::{GitLab, Req, Retry};
 use super::commit::Project;
-use super::errors::GitLabError;
+use super::errors::{GitLabError, Scope};
 
 /// The pipeline a trigger started.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -13,6 +14,9 @@ pub struct Pipeline {
     pub id: u64,
     #[serde(default)]
     pub web_url: Option<String>,
+    /// `created`, `pending`, `running`, `success`, `failed`, `canceled`, `skipped`, `manual`, …
+    #[serde(default)]
+    pub status: Option<String>,
 }
 
 /// The pipeline variable that names the project to pull (`variables[DEFSYNC_PROJECT_ID]`): the
@@ -83,6 +87,13 @@ impl GitLab {
             format!("trigger a pipeline on {git_ref} in {project}"),
         )
         .retry(Retry::RejectedOnly);
+        self.call_json(&req).await
+    }
+
+    /// Reads pipeline `id` of `project` (a `read_api` token suffices).
+    pub async fn pipeline(&self, project: &Project, id: u64) -> Result<Pipeline, GitLabError> {
+        let req = Req::get(format!("{}/pipelines/{id}", project.path()), format!("read pipeline {id} of {project}"))
+            .needs(Scope::ReadApi);
         self.call_json(&req).await
     }
 }
