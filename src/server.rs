@@ -11,6 +11,7 @@
 //! GitHub after every commit whose origin is not `git`.
 
 mod autodispatch;
+pub mod dashboard;
 pub mod metrics;
 
 use std::collections::HashMap;
@@ -62,6 +63,8 @@ pub struct ServeOptions {
     pub metrics_listen: Option<SocketAddr>,
     /// Log lines are JSON objects: the listening line is one too.
     pub json_logs: bool,
+    /// Serve the web dashboard at `/` (`None`: no dashboard).
+    pub dashboard: Option<dashboard::DashboardOptions>,
 }
 
 impl std::fmt::Debug for ServeOptions {
@@ -74,6 +77,7 @@ impl std::fmt::Debug for ServeOptions {
             .field("dispatch", &self.dispatch)
             .field("metrics_listen", &self.metrics_listen)
             .field("json_logs", &self.json_logs)
+            .field("dashboard", &self.dashboard)
             .finish()
     }
 }
@@ -142,6 +146,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         key_hashes: keys.iter().map(|k| Sha256::digest(k.as_bytes()).into()).collect(),
         wake_dispatcher: wake,
         metrics,
+        dashboard: options.dashboard.map(dashboard::Dashboard::new),
     });
     let app = build_router(state.clone(), options.metrics_listen.is_none());
     let listener = tokio::net::TcpListener::bind(options.listen)
@@ -248,6 +253,8 @@ struct AppState {
     /// Wakes the dispatch worker after a commit, when there is one.
     wake_dispatcher: Option<Arc<Notify>>,
     metrics: Arc<Metrics>,
+    /// The web dashboard's sessions and settings, when it is served.
+    dashboard: Option<dashboard::Dashboard>,
 }
 
 /// The Sync API over `store`, accepting `keys` (full access) and the store's own keys as bearer
@@ -258,6 +265,7 @@ pub fn router(store: Arc<Store>, keys: &[String]) -> Router {
         key_hashes: keys.iter().filter(|k| !k.is_empty()).map(|k| Sha256::digest(k.as_bytes()).into()).collect(),
         wake_dispatcher: None,
         metrics: Arc::new(Metrics::new()),
+        dashboard: None,
     });
     build_router(state, true)
 }
@@ -278,12 +286,12 @@ fn build_router(state: Arc<AppState>, metrics_behind_key: bool) -> Router {
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .merge(api)
-        .layer(middleware::from_fn(json_errors))
-        .layer(middleware::from_fn_with_state(state.clone(), access_log))
-        .with_state(state)
+    let mut app = Router::new().route("/healthz", get(healthz)).merge(api).layer(middleware::from_fn(json_errors));
+    if state.dashboard.is_some() {
+        // Outside the API's key check and JSON errors: the pages have a login and HTML errors.
+        app = app.merge(dashboard::routes());
+    }
+    app.layer(middleware::from_fn_with_state(state.clone(), access_log)).with_state(state)
 }
 
 /// An error answer in the contract's form.
@@ -686,6 +694,7 @@ mod tests {
             dispatch: None,
             metrics_listen: None,
             json_logs: false,
+            dashboard: None,
         };
         assert!(!format!("{o:?}").contains("secret"));
     }

@@ -1,0 +1,410 @@
+//! The dashboard's pages, as maud templates: every value is escaped by maud, so a name or spec
+//! with HTML in it shows as text. No inline script or style (the CSP forbids them): behaviour is
+//! in `dashboard.js`, looks in `dashboard.css`, and every page reads without JavaScript.
+
+use maud::{DOCTYPE, Markup, html};
+
+use super::{EditForm, Me, ProjectView, enc};
+use crate::api::{Commit, OriginType};
+use crate::store::{CommitChange, DispatchState, OutboxEntry, ProjectSummary};
+
+fn layout(title: &str, me: Option<&Me>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · defsync" }
+                link rel="stylesheet" href="/static/dashboard.css";
+                script src="/static/dashboard.js" defer {}
+            }
+            body {
+                a.skip href="#main" { "Skip to content" }
+                header.top {
+                    a.brand href="/" { "defsync" }
+                    @if let Some(me) = me {
+                        span.who { "Logged in with " strong { (me.label()) } " (" (if me.can_write() { "write" } else { "read-only" }) ")" }
+                        form.inline method="post" action="/logout" {
+                            input type="hidden" name="csrf" value=(me.csrf());
+                            button type="submit" { "Log out" }
+                        }
+                    }
+                }
+                main #main { (body) }
+            }
+        }
+    }
+}
+
+pub fn error_page(title: &str, message: &str) -> Markup {
+    layout(
+        title,
+        None,
+        html! {
+            h1 { (title) }
+            p.error role="alert" { (message) }
+            p { a href="/" { "Back to the projects" } " · " a href="/login" { "Log in" } }
+        },
+    )
+}
+
+pub fn login(csrf: &str, error: Option<&str>) -> Markup {
+    layout(
+        "Log in",
+        None,
+        html! {
+            h1 { "Log in" }
+            p { "Log in with an API key of this server. A read key may look; editing, deleting and the actions need a key with the write scope." }
+            @if let Some(e) = error { p.error role="alert" { (e) } }
+            form.login method="post" action="/login" {
+                input type="hidden" name="csrf" value=(csrf);
+                label for="key" { "API key" }
+                input #key type="password" name="key" autocomplete="current-password" required autofocus;
+                button type="submit" { "Log in" }
+            }
+        },
+    )
+}
+
+pub fn project_list(me: &Me, projects: &[ProjectSummary]) -> Markup {
+    layout(
+        "Projects",
+        Some(me),
+        html! {
+            h1 { "Projects" }
+            @if projects.is_empty() {
+                p { "No project you may see." }
+            } @else {
+                table {
+                    caption.visually-hidden { "Projects" }
+                    thead { tr { th scope="col" { "Project" } th scope="col" { "ID" } th scope="col" { "Commits" } } }
+                    tbody {
+                        @for p in projects {
+                            tr {
+                                td { a href={ "/projects/" (enc(&p.id)) } { (p.name) } }
+                                td { code { (p.id) } }
+                                td { (p.head_seq) }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+fn origin_label(kind: OriginType) -> &'static str {
+    match kind {
+        OriginType::Dashboard => "dashboard",
+        OriginType::Api => "API",
+        OriginType::Git => "Git",
+    }
+}
+
+/// A Git origin's repository, commit and run, linked.
+fn git_origin(c: &Commit, web: &str) -> Markup {
+    let o = &c.origin;
+    html! {
+        @if let Some(repo) = &o.repository {
+            " from " a href={ (web) "/" (repo) } { (repo) }
+            @if let Some(r) = &o.git_ref { " " code { (r) } }
+            @if let Some(sha) = &o.git_commit { " at " a href={ (web) "/" (repo) "/commit/" (sha) } { code { (short(sha)) } } }
+        }
+        @if let Some(run) = &o.run_url { " · " a href=(run) { "run" } }
+    }
+}
+
+/// The outbox row that carries `commit` to Git: its own, or the newer one it was coalesced into.
+fn dispatch_of<'a>(outbox: &'a [OutboxEntry], commit: &str) -> Option<&'a OutboxEntry> {
+    let mut row = outbox.iter().find(|e| e.commit_id == commit)?;
+    for _ in 0..outbox.len() {
+        match (&row.state, &row.coalesced_into) {
+            (DispatchState::Coalesced, Some(into)) => match outbox.iter().find(|e| &e.commit_id == into) {
+                Some(next) => row = next,
+                None => break,
+            },
+            _ => break,
+        }
+    }
+    Some(row)
+}
+
+/// The pull that carried a commit to Git: `(label, css class, run link, detail)`.
+pub fn dispatch_status(e: &OutboxEntry) -> (&'static str, &'static str, Option<&str>, Option<&str>) {
+    let run = e.run_url.as_deref();
+    match e.state {
+        DispatchState::Pending if e.attempts == 0 => ("queued", "queued", run, None),
+        DispatchState::Pending => ("queued (retrying)", "queued", run, e.last_error.as_deref()),
+        DispatchState::Done => ("dispatched", "running", run, None),
+        DispatchState::Coalesced => ("covered by a newer dispatch", "queued", run, None),
+        DispatchState::Failed => ("failed", "failed", run, e.last_error.as_deref()),
+    }
+}
+
+fn changes_list(changes: &[CommitChange]) -> Markup {
+    html! {
+        @if changes.is_empty() { span.muted { "no change recorded" } }
+        @else {
+            ul.changes {
+                @for ch in changes {
+                    li { span class={ "op op-" (ch.op.as_str()) } { (ch.op.as_str()) } " " (ch.kind) "/" span.name { (ch.name) } }
+                }
+            }
+        }
+    }
+}
+
+fn done_message(done: &str) -> Option<String> {
+    let (what, seq) = done.split_once('-').unwrap_or((done, ""));
+    Some(match what {
+        "deleted" => format!("Deleted: dashboard commit seq {seq}."),
+        "queued" => "A pull is queued: it appears in the history's dispatches below.".into(),
+        "retried" => "The dispatch is queued again.".into(),
+        _ => return None,
+    })
+}
+
+pub fn project_page(me: &Me, v: &ProjectView, done: Option<&str>) -> Markup {
+    let p = &v.project;
+    let pid = enc(&p.id);
+    let web = v.git_web_url.trim_end_matches('/');
+    html! {
+        (layout(&p.name, Some(me), html! {
+            nav aria-label="Breadcrumb" { a href="/" { "Projects" } " / " (p.name) }
+            h1 { (p.name) " " small { code { (p.id) } } }
+            @if let Some(msg) = done.and_then(done_message) { p.notice role="status" { (msg) } }
+            nav.toc aria-label="On this page" {
+                a href="#sync" { "Sync state" } a href="#conflicts" { "Conflicts" } a href="#definitions" { "Definitions" } a href="#history" { "History" }
+            }
+
+            section #sync aria-labelledby="sync-h" {
+                h2 #sync-h { "Sync state" }
+                @match &v.sync.record {
+                    None => p { "Not linked to a repository yet: run " code { "defsync link" } " in the repository." },
+                    Some(r) => {
+                        dl.link {
+                            dt { "Repository" } dd { a href={ (web) "/" (r.repository) } { (r.repository) } }
+                            dt { "Branch" } dd { code { (r.git_ref) } }
+                            dt { "Path" } dd { code { (r.path) } }
+                            dt { "Direction" } dd { (serde_json::to_value(r.direction).ok().and_then(|d| d.as_str().map(str::to_owned)).unwrap_or_default()) }
+                            dt { "Last met" } dd {
+                                @match &r.commit { Some(c) => { "platform commit seq " (r.seq) " (" code { (short(c)) } ")" }, None => "never synced" }
+                                @if let Some(g) = &r.git_commit { ", Git commit " a href={ (web) "/" (r.repository) "/commit/" (g) } { code { (short(g)) } } }
+                                ", at " (r.updated_at)
+                            }
+                        }
+                        h3 { "Ahead on the platform" }
+                        @if v.sync.ahead.is_empty() { p { "None: every key is as Git last saw it." } }
+                        @else {
+                            p { (v.sync.ahead.len()) " key(s) changed here since the two sides last agreed on them, not yet in Git. The next pull carries them over (or reports a conflict if Git changed them too)." }
+                            (changes_list(&v.sync.ahead))
+                        }
+                        h3 { "Deferred by a conflict preference" }
+                        @if v.sync.deferred.is_empty() { p { "None." } }
+                        @else {
+                            p { "A push with " code { "--on-conflict prefer-platform" } " found these keys changed on both sides and deferred them: Git still holds its own version, and the next pull writes the platform's over it." }
+                            (changes_list(&v.sync.deferred))
+                        }
+                    }
+                }
+                section #actions aria-labelledby="actions-h" {
+                    h3 #actions-h { "Actions" }
+                    @if !v.dispatch {
+                        p.muted { "This server does not dispatch the pull workflow (no --dispatch-repository), so there is nothing to start from here." }
+                    } @else if !me.can_write() {
+                        p.muted { "Sync now and retries need a key with the write scope." }
+                    } @else {
+                        form.inline method="post" action={ "/projects/" (pid) "/sync-now" } {
+                            input type="hidden" name="csrf" value=(me.csrf());
+                            button type="submit" { "Sync now" }
+                        }
+                        " Starts the pull workflow, which brings the platform's head to Git."
+                    }
+                }
+            }
+
+            section #conflicts aria-labelledby="conflicts-h" {
+                h2 #conflicts-h { "Conflicts" }
+                p.muted { "No run has reported a conflict." }
+            }
+
+            section #definitions aria-labelledby="definitions-h" {
+                h2 #definitions-h { "Definitions" }
+                @if me.can_write() { p { a href={ "/projects/" (pid) "/definition" } { "New definition" } } }
+                @if v.definitions.is_empty() { p { "The project has no definition at its head." } }
+                @else {
+                    table.defs {
+                        caption.visually-hidden { "Definitions at the head" }
+                        thead { tr { th scope="col" { "Kind" } th scope="col" { "Name" } th scope="col" { "Last changed by" } } }
+                        tbody {
+                            @for d in &v.definitions {
+                                tr {
+                                    td { code { (d.kind) } }
+                                    td { a.name href={ "/projects/" (pid) "/definition?kind=" (enc(&d.kind)) "&name=" (enc(&d.name)) } { (d.name) } }
+                                    td {
+                                        @if let Some(c) = &d.changed_by {
+                                            a href={ "#commit-" (c.seq) } { "seq " (c.seq) } " · " (origin_label(c.origin.kind))
+                                            @if c.origin.kind == OriginType::Git { (git_origin(c, web)) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+
+            section #history aria-labelledby="history-h" {
+                h2 #history-h { "History" }
+                @if v.history.commits.is_empty() { p { "No commit yet." } }
+                @else {
+                    ol.history {
+                        @for (c, changes) in &v.history.commits {
+                            li #{ "commit-" (c.seq) } class={ "commit origin-" (origin_label(c.origin.kind)) } {
+                                div.commit-head {
+                                    strong { "seq " (c.seq) } " "
+                                    span class={ "badge origin " (origin_label(c.origin.kind)) } { (origin_label(c.origin.kind)) }
+                                    @if c.origin.kind == OriginType::Git { (git_origin(c, web)) }
+                                    " · " time datetime=(c.created_at) { (c.created_at) }
+                                    " · " code title=(c.id) { (short(&c.id)) }
+                                }
+                                p.message { (c.message) }
+                                (changes_list(changes))
+                                @if c.origin.kind != OriginType::Git {
+                                    (dispatch_cell(me, &pid, v, c))
+                                }
+                            }
+                        }
+                    }
+                    @if let Some(older) = v.history.older {
+                        p { a href={ "/projects/" (pid) "?before=" (older) "#history" } { "Older commits" } }
+                    }
+                }
+            }
+        }))
+    }
+}
+
+fn dispatch_cell(me: &Me, pid: &str, v: &ProjectView, c: &Commit) -> Markup {
+    html! {
+        div.dispatch {
+            "Pull to Git: "
+            @match dispatch_of(&v.outbox, &c.id) {
+                None => @if v.dispatch { span.status.none { "not queued" } } @else { span.status.none { "no dispatch configured" } },
+                Some(e) => {
+                    @let (label, class, run, detail) = dispatch_status(e);
+                    span class={ "status " (class) } data-status=(label) { (label) }
+                    @if let Some(run) = run { " · " a href=(run) { "run" } }
+                    @if let Some(d) = detail { " · " span.detail { (d) } }
+                    @if e.state == DispatchState::Failed && v.dispatch && me.can_write() {
+                        " "
+                        form.inline method="post" action={ "/projects/" (pid) "/dispatches/" (e.id) "/retry" } {
+                            input type="hidden" name="csrf" value=(me.csrf());
+                            button type="submit" { "Retry" }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn definition_page(me: &Me, f: &EditForm) -> Markup {
+    let pid = enc(&f.project);
+    let title =
+        if f.orig_kind.is_empty() { "New definition".to_owned() } else { format!("{}/{}", f.orig_kind, f.orig_name) };
+    let lines: Vec<&str> = f.text.lines().collect();
+    html! {
+        (layout(&title, Some(me), html! {
+            nav aria-label="Breadcrumb" { a href="/" { "Projects" } " / " a href={ "/projects/" (pid) } { (f.project) } " / " (title) }
+            h1 { (title) }
+            @if let Some(n) = &f.notice { p.notice role="status" { (n) } }
+            @if let Some(e) = &f.error {
+                div.error role="alert" #form-error data-line=[e.line] {
+                    p { @if let Some(l) = e.line { "Line " (l) @if let Some(c) = e.column { ", column " (c) } ": " } (e.message) }
+                    @if !e.details.is_empty() { ul { @for d in &e.details { li { (d) } } } }
+                    @if let Some(l) = e.line {
+                        ol.listing start=(l.saturating_sub(2).max(1)) aria-label="The lines around the error" {
+                            @for (i, line) in lines.iter().enumerate().skip((l as usize).saturating_sub(3)).take(5) {
+                                li class=[(i + 1 == l as usize).then_some("bad")] { code { (line) } }
+                            }
+                        }
+                    }
+                }
+            }
+            @if !f.orig_kind.is_empty() && f.error.is_none() {
+                h2 { "As defsync writes it to Git" }
+                pre.yaml { code { (f.text) } }
+            }
+            @if let Some(current) = &f.current {
+                div.side-by-side {
+                    div { h2 { "The current version" } pre.yaml { code { (current) } } }
+                    div { h2 { "Your text" } pre.yaml { code { (f.text) } } }
+                }
+            }
+            @if me.can_write() {
+                h2 { @if f.orig_kind.is_empty() { "Write it" } @else { "Edit" } }
+                form.edit method="post" action={ "/projects/" (pid) "/save" } {
+                    input type="hidden" name="csrf" value=(me.csrf());
+                    input type="hidden" name="parent" value=(f.parent.as_ref().map(|p| p.id.as_str()).unwrap_or_default());
+                    input type="hidden" name="orig_kind" value=(f.orig_kind);
+                    input type="hidden" name="orig_name" value=(f.orig_name);
+                    input type="hidden" name="nonce" value=(f.nonce);
+                    p.muted {
+                        "Based on "
+                        @match &f.parent { Some(p) => { "seq " (p.seq) }, None => "an empty project" }
+                        ". If someone saves in between, you are told, and nothing you wrote is lost."
+                    }
+                    label for="text" { "Definition (YAML: kind, name, spec)" }
+                    textarea #text name="text" rows=(lines.len().clamp(8, 40) + 2) spellcheck="false" autocapitalize="off" { (f.text) }
+                    label for="message" { "Commit message (optional)" }
+                    input #message type="text" name="message" value=(f.message) maxlength="500";
+                    div.buttons {
+                        button type="submit" { "Save" }
+                        @if !f.orig_kind.is_empty() {
+                            a.button.danger href={ "/projects/" (pid) "/delete?kind=" (enc(&f.orig_kind)) "&name=" (enc(&f.orig_name)) } { "Delete…" }
+                        }
+                    }
+                }
+            } @else {
+                p.muted { "Editing needs a key with the write scope." }
+            }
+        }))
+    }
+}
+
+pub fn delete_page(
+    me: &Me,
+    project: &str,
+    kind: &str,
+    name: &str,
+    head: Option<&Commit>,
+    nonce: &str,
+    error: Option<&str>,
+) -> Markup {
+    let pid = enc(project);
+    html! {
+        (layout("Delete a definition", Some(me), html! {
+            nav aria-label="Breadcrumb" { a href="/" { "Projects" } " / " a href={ "/projects/" (pid) } { (project) } }
+            h1 { "Delete " (kind) "/" span.name { (name) } "?" }
+            @if let Some(e) = error { p.error role="alert" { (e) } }
+            p { "This makes a dashboard commit that deletes the definition; the next pull deletes its file in Git." }
+            form method="post" action={ "/projects/" (pid) "/delete" } {
+                input type="hidden" name="csrf" value=(me.csrf());
+                input type="hidden" name="parent" value=(head.map(|h| h.id.as_str()).unwrap_or_default());
+                input type="hidden" name="kind" value=(kind);
+                input type="hidden" name="name" value=(name);
+                input type="hidden" name="nonce" value=(nonce);
+                div.buttons {
+                    button.danger type="submit" { "Delete it" }
+                    a.button href={ "/projects/" (pid) "/definition?kind=" (enc(kind)) "&name=" (enc(name)) } { "Cancel" }
+                }
+            }
+        }))
+    }
+}

@@ -1,0 +1,417 @@
+//! Tests: the web dashboard of a real `defsync serve` on 127.0.0.1, over HTTP as a browser
+//! would use it (cookies, forms, redirects), without a browser: login, CSRF, scopes, escaping,
+//! validation at the line, and a head that moved while a form was open. The browser itself is
+//! in `tests/browser/` (see `browser` below).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, SET_COOKIE};
+use serde_json::{Value, json};
+
+use crate::server::ServerProcess;
+use crate::support::BIN;
+
+const KEY: &str = "dashboard-full-key";
+const P: &str = "p1";
+
+/// A browser-like HTTP client: keeps cookies, follows no redirect (tests look at each step).
+struct Web {
+    http: reqwest::Client,
+    base: String,
+    cookies: BTreeMap<String, String>,
+}
+
+/// One answer, read whole.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn location(&self) -> &str {
+        self.headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or_default()
+    }
+}
+
+impl Web {
+    fn new(base: &str) -> Web {
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Web { http, base: base.to_owned(), cookies: BTreeMap::new() }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    async fn keep(&mut self, r: reqwest::Response) -> Answer {
+        let status = r.status();
+        let headers = r.headers().clone();
+        for c in headers.get_all(SET_COOKIE) {
+            let c = c.to_str().unwrap();
+            let (pair, attrs) = c.split_once(';').unwrap_or((c, ""));
+            let (k, v) = pair.split_once('=').unwrap();
+            if attrs.contains("Max-Age=0") {
+                self.cookies.remove(k);
+            } else {
+                self.cookies.insert(k.to_owned(), v.to_owned());
+            }
+        }
+        Answer { status, headers, body: r.text().await.unwrap() }
+    }
+
+    async fn get(&mut self, path: &str) -> Answer {
+        let r = self.http.get(format!("{}{path}", self.base)).header("cookie", self.cookie_header()).send().await;
+        self.keep(r.unwrap()).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Answer {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .form(form)
+            .send()
+            .await;
+        self.keep(r.unwrap()).await
+    }
+
+    async fn login(&mut self, key: &str) -> Answer {
+        let page = self.get("/login").await;
+        let csrf = field(&page.body, "csrf");
+        self.post("/login", &[("csrf", &csrf), ("key", key)]).await
+    }
+}
+
+/// The value of the first `<input name=NAME>` (maud writes `name` before `value`).
+fn field(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker).unwrap_or_else(|| panic!("no field {name} in:\n{html}")) + marker.len();
+    let end = html[start..].find('"').unwrap();
+    html[start..start + end].replace("&amp;", "&").replace("&quot;", "\"").replace("&lt;", "<").replace("&gt;", ">")
+}
+
+/// The text of the `<textarea name=NAME>`.
+fn textarea(html: &str) -> String {
+    let start = html.find("<textarea").expect("a text area");
+    let start = start + html[start..].find('>').unwrap() + 1;
+    let end = start + html[start..].find("</textarea>").unwrap();
+    html[start..end].replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&amp;", "&")
+}
+
+/// A server with project `p1` and its client for the API.
+struct Setup {
+    server: ServerProcess,
+    store: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.db");
+    let server = ServerProcess::start(&store, KEY);
+    let s = Setup { server, store, _dir: dir };
+    let (status, _) = api(&s, reqwest::Method::PUT, &format!("/v1/projects/{P}"), json!({"name": "Project one"})).await;
+    assert!(status.is_success());
+    s
+}
+
+async fn api(s: &Setup, method: reqwest::Method, path: &str, body: Value) -> (StatusCode, Value) {
+    let r = reqwest::Client::new()
+        .request(method, format!("{}{path}", s.server.url()))
+        .bearer_auth(KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn head_seq(s: &Setup) -> u64 {
+    let (_, p) = api(s, reqwest::Method::GET, &format!("/v1/projects/{P}"), Value::Null).await;
+    p["head"]["seq"].as_u64().unwrap_or(0)
+}
+
+/// An API commit of one definition on the head.
+async fn api_put(s: &Setup, kind: &str, name: &str, spec: Value) -> u64 {
+    let (_, p) = api(s, reqwest::Method::GET, &format!("/v1/projects/{P}"), Value::Null).await;
+    let body = json!({
+        "parent": p["head"]["id"], "message": "api edit", "origin": {"type": "api"},
+        "changes": [{"op": "put", "kind": kind, "name": name, "spec": spec}],
+    });
+    let (status, c) = api(s, reqwest::Method::POST, &format!("/v1/projects/{P}/commits"), body).await;
+    assert_eq!(status, StatusCode::CREATED, "{c}");
+    c["seq"].as_u64().unwrap()
+}
+
+/// Creates a stored key with `args` and returns its secret.
+fn create_key(store: &Path, args: &[&str]) -> String {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "keys", "create"]).args(args).env("DEFSYNC_STORE", store);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("DEFSYNC_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("DEFSYNC_STORE", store);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn definition_path(kind: &str, name: &str) -> String {
+    let enc = |v: &str| v.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
+    format!("/projects/{P}/definition?kind={}&name={}", enc(kind), enc(name))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_takes_a_known_key_through_the_forms_token_and_sets_a_strict_cookie() {
+    let s = setup().await;
+    let mut web = Web::new(&s.server.url());
+
+    let r = web.get("/").await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/login"));
+    let r = web.get(&format!("/projects/{P}")).await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/login"), "no page without a session");
+
+    // A login posted from elsewhere has no login cookie: refused, even with the right key.
+    let r = Web::new(&s.server.url()).post("/login", &[("csrf", "x"), ("key", KEY)]).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(!r.headers.get_all(SET_COOKIE).iter().any(|c| c.to_str().unwrap().starts_with("defsync_session=")));
+
+    let r = web.login("not-a-key").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.body.contains("not known to this server"), "{}", r.body);
+
+    let r = web.login(KEY).await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/"));
+    let cookie = r
+        .headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|c| c.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("defsync_session="));
+    let cookie = cookie.expect("a session cookie");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(!cookie.contains("Secure"), "on loopback the cookie must work over plain http: {cookie}");
+    assert!(!cookie.contains(KEY), "the key is never in the cookie: {cookie}");
+    let id = &cookie["defsync_session=".len()..cookie.find(';').unwrap()];
+    assert_eq!(id.len(), 43, "256 random bits, base64url");
+
+    let r = web.get("/").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("Project one") && r.body.contains("<html lang=\"en\">"), "{}", r.body);
+    let csp = r.headers.get("content-security-policy").unwrap().to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert!(!r.body.contains("<script>"), "no inline script");
+
+    // Logging out needs the form's token, then ends the session on the server.
+    let csrf = field(&r.body, "csrf");
+    assert_eq!(web.post("/logout", &[("csrf", "wrong")]).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(web.post("/logout", &[("csrf", &csrf)]).await.location(), "/login");
+    let mut replay = Web::new(&s.server.url());
+    replay.cookies.insert("defsync_session".into(), id.to_owned());
+    assert_eq!(replay.get("/").await.location(), "/login", "the old session ID is dead");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_without_the_sessions_csrf_token_changes_nothing() {
+    let s = setup().await;
+    api_put(&s, "workflow", "a", json!({"v": 1})).await;
+    let mut web = Web::new(&s.server.url());
+    web.login(KEY).await;
+    let page = web.get(&definition_path("workflow", "a")).await;
+    let parent = field(&page.body, "parent");
+    let nonce = field(&page.body, "nonce");
+    let text = "kind: workflow\nname: a\nspec:\n  v: 2\n";
+    for csrf in ["", "forged", &field(&Web::new(&s.server.url()).get("/login").await.body, "csrf")] {
+        let r = web
+            .post(
+                &format!("/projects/{P}/save"),
+                &[
+                    ("csrf", csrf),
+                    ("parent", &parent),
+                    ("orig_kind", "workflow"),
+                    ("orig_name", "a"),
+                    ("text", text),
+                    ("nonce", &nonce),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "csrf {csrf:?}: {}", r.body);
+        assert!(r.body.contains("security token"), "{}", r.body);
+    }
+    let r = web
+        .post(
+            &format!("/projects/{P}/delete"),
+            &[("csrf", "forged"), ("parent", &parent), ("kind", "workflow"), ("name", "a")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(head_seq(&s).await, 1, "nothing was committed");
+
+    // With the token, the same form saves.
+    let csrf = field(&page.body, "csrf");
+    let r = web
+        .post(
+            &format!("/projects/{P}/save"),
+            &[
+                ("csrf", &csrf),
+                ("parent", &parent),
+                ("orig_kind", "workflow"),
+                ("orig_name", "a"),
+                ("text", text),
+                ("nonce", &nonce),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(head_seq(&s).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_key_may_look_but_not_edit_and_a_revoked_key_ends_its_session() {
+    let s = setup().await;
+    api_put(&s, "workflow", "a", json!({"v": 1})).await;
+    let reader = create_key(&s.store, &["--name", "viewer", "--scope", "read"]);
+    let mut web = Web::new(&s.server.url());
+    assert_eq!(web.login(&reader).await.status, StatusCode::SEE_OTHER);
+
+    let page = web.get(&definition_path("workflow", "a")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("viewer") && page.body.contains("read-only"), "{}", page.body);
+    assert!(!page.body.contains("<textarea"), "no edit form for a read key");
+    assert!(page.body.contains("Editing needs a key with the write scope"));
+
+    // A forged save with the session's own token is still refused: the key may not write.
+    let csrf = field(&page.body, "csrf");
+    let r = web
+        .post(
+            &format!("/projects/{P}/save"),
+            &[
+                ("csrf", &csrf),
+                ("parent", ""),
+                ("orig_kind", "workflow"),
+                ("orig_name", "a"),
+                ("text", "kind: workflow\nname: a\nspec: 2\n"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.body.contains("read-only"), "{}", r.body);
+    assert_eq!(web.get(&format!("/projects/{P}/delete?kind=workflow&name=a")).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(head_seq(&s).await, 1);
+
+    // A key limited to other projects does not see this one.
+    let other = create_key(&s.store, &["--name", "other", "--scope", "write", "--project", "p2"]);
+    let mut web2 = Web::new(&s.server.url());
+    web2.login(&other).await;
+    assert!(!web2.get("/").await.body.contains("Project one"));
+    assert_eq!(web2.get(&format!("/projects/{P}")).await.status, StatusCode::FORBIDDEN);
+
+    let out =
+        Command::new(BIN).args(["serve", "keys", "revoke", "viewer"]).env("DEFSYNC_STORE", &s.store).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(web.get(&format!("/projects/{P}")).await.location(), "/login", "the session ends with its key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_and_specs_with_html_in_them_are_shown_as_text() {
+    let s = setup().await;
+    let name = "<img src=x onerror=alert(1)> & \"q\"";
+    api_put(&s, "workflow", name, json!({"body": "</textarea><script>alert(2)</script>"})).await;
+    let mut web = Web::new(&s.server.url());
+    web.login(KEY).await;
+    for path in [format!("/projects/{P}"), definition_path("workflow", name)] {
+        let page = web.get(&path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}");
+        assert!(!page.body.contains("<img"), "{path}: {}", page.body);
+        assert!(!page.body.contains("<script>alert"), "{path}");
+        assert!(page.body.contains("&lt;img src=x onerror=alert(1)&gt; &amp; &quot;q&quot;"), "{path}: {}", page.body);
+    }
+    let page = web.get(&definition_path("workflow", name)).await;
+    assert!(page.body.contains("&lt;/textarea&gt;&lt;script&gt;alert(2)&lt;/script&gt;"));
+    // The text area holds the file exactly as defsync writes it.
+    let text = textarea(&page.body);
+    let parsed = defsync::yaml::parse(text.as_bytes()).unwrap();
+    assert_eq!((parsed.name.as_str(), &parsed.spec), (name, &json!({"body": "</textarea><script>alert(2)</script>"})));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_on_a_moved_head_keeps_the_users_text_and_says_so() {
+    let s = setup().await;
+    api_put(&s, "workflow", "a", json!({"v": 1})).await;
+    let mut web = Web::new(&s.server.url());
+    web.login(KEY).await;
+    let page = web.get(&definition_path("workflow", "a")).await;
+    let (csrf, parent, nonce) = (field(&page.body, "csrf"), field(&page.body, "parent"), field(&page.body, "nonce"));
+
+    // Someone else commits while the form is open.
+    api_put(&s, "workflow", "a", json!({"v": "theirs"})).await;
+
+    let mine = "kind: workflow\nname: a\nspec:\n  v: mine\n";
+    let form = |parent: String, nonce: String| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("parent", parent),
+            ("orig_kind", "workflow".into()),
+            ("orig_name", "a".into()),
+            ("text", mine.replace('\n', "\r\n")),
+            ("nonce", nonce),
+        ]
+    };
+    let pairs = form(parent.clone(), nonce.clone());
+    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = web.post(&format!("/projects/{P}/save"), &pairs).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert!(r.body.contains("the project changed since you opened this page"), "{}", r.body);
+    assert_eq!(textarea(&r.body), mine, "the user's text is kept");
+    assert!(r.body.contains("theirs"), "the current version is shown beside it");
+    assert_eq!(head_seq(&s).await, 2, "nothing saved over the other edit");
+
+    // The form now names the new head: saving again is a deliberate overwrite.
+    let new_parent = field(&r.body, "parent");
+    assert_ne!(new_parent, parent);
+    let pairs = form(new_parent, field(&r.body, "nonce"));
+    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = web.post(&format!("/projects/{P}/save"), &pairs).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert!(r.location().contains("saved=3"), "{}", r.location());
+    let page = web.get(r.location()).await;
+    assert!(page.body.contains("Saved as dashboard commit seq 3"));
+    assert_eq!(textarea(&page.body), mine, "stored with LF line breaks, rendered as defsync writes files");
+    let history = web.get(&format!("/projects/{P}")).await.body;
+    assert!(history.contains("seq 3") && history.contains("Edit workflow/a in the dashboard"), "{history}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_yaml_is_refused_at_its_line_as_the_api_would() {
+    let s = setup().await;
+    let mut web = Web::new(&s.server.url());
+    web.login(KEY).await;
+    let page = web.get(&format!("/projects/{P}/definition")).await;
+    assert!(page.body.contains("New definition"));
+    let (csrf, nonce) = (field(&page.body, "csrf"), field(&page.body, "nonce"));
+    let save = |text: &'static str| {
+        [("csrf", csrf.clone()), ("parent", String::new()), ("text", text.to_owned()), ("nonce", nonce.clone())]
+    };
+    // A duplicate key on line 5: YAML allows it, the contract does not.
+    let bad = "kind: workflow\nname: b\nspec:\n  x: 1\n  x: 2\n";
+    let pairs = save(bad);
+    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = web.post(&format!("/projects/{P}/save"), &pairs).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.body.contains("Line 5"), "{}", r.body);
+    assert!(r.body.contains("data-line=\"5\""), "the script can put the cursor on it");
+    assert_eq!(textarea(&r.body), bad);
+    // A spec the contract refuses (an integer beyond 2^53) is refused with the API's words.
+    let pairs = save("kind: workflow\nname: b\nspec: 9007199254740993\n");
+    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = web.post(&format!("/projects/{P}/save"), &pairs).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert_eq!(head_seq(&s).await, 0);
+}
