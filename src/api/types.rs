@@ -198,6 +198,49 @@ pub struct PutProject {
     pub name: String,
 }
 
+/// `POST /v1/projects/{project}/runs` (contract v1.2, optional): what one run of `pull`, `push`
+/// or `status` found, so the platform can show the conflicts of the last runs with both versions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// `pull`, `push` or `status`.
+    pub command: String,
+    /// How the run ended: `ok`, `conflict`, `failed`, … (the client's own word, at most 64 bytes).
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_url: Option<String>,
+    /// The Git commit the run ended at (or started from, when it wrote nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_commit: Option<String>,
+    /// The platform commit the run ended at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_commit: Option<String>,
+    #[serde(default)]
+    pub conflicts: Vec<ReportedConflict>,
+    /// Keys a conflict preference deferred: left as they are on both sides until a person decides.
+    #[serde(default)]
+    pub deferred: Vec<ReportedKey>,
+}
+
+/// A key both sides changed differently since their base, with each side's spec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportedConflict {
+    pub kind: String,
+    pub name: String,
+    /// The spec in Git; `None`: deleted (absent) in Git.
+    #[serde(default)]
+    pub git: Option<Value>,
+    /// The spec on the platform; `None`: deleted (absent) on the platform.
+    #[serde(default)]
+    pub platform: Option<Value>,
+}
+
+/// A key, `(kind, name)`, in a run report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportedKey {
+    pub kind: String,
+    pub name: String,
+}
+
 /// An entity tag, echoed back byte for byte.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ETag(pub String);

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::forge::github::{ErrorKind, GitHub, GitHubError, GitHubOptions, RepoName};
 use crate::output::data;
-use crate::store::{ClaimedDispatch, DispatchFailure, RetryPolicy, Store};
+use crate::store::{ClaimedDispatch, DispatchFailure, RetryPolicy, SentDispatch, Store};
 
 use super::metrics::Metrics;
 
@@ -179,7 +179,12 @@ impl Worker {
             Err(e) => return self.failed(&d, &what, &e).await,
         };
         let store = self.store.clone();
-        if let Err(e) = blocking(move || store.mark_dispatch_done(d.id, run_id, run_url.as_deref())).await {
+        let target = c.repository.to_string();
+        let done = move || {
+            let sent = SentDispatch { forge: "github", target: &target, run_id, run_url: run_url.as_deref() };
+            store.mark_dispatch_done(d.id, &sent)
+        };
+        if let Err(e) = blocking(done).await {
             // The row stays pending: it is sent again after its backoff, which starts one more
             // run that finds nothing to pull. Better than losing it.
             tracing::error!("dispatch: started {} for {what}, but cannot record it: {}", c.target(), data(&e));

@@ -16,6 +16,7 @@ mod dashboard;
 mod keys;
 mod outbox;
 mod postgres;
+mod runs;
 mod schema;
 mod sqlite;
 pub mod strict;
@@ -41,8 +42,12 @@ use crate::model::{Definition, validate_kind, validate_name};
 
 pub use dashboard::{ChangeOp, CommitChange, DefinitionRow, HistoryPage, ProjectSummary, SyncView};
 pub use keys::{Access, KEY_PREFIX, KeyScope, NewKey, StoredKey};
-pub use outbox::{ClaimedDispatch, DispatchFailure, DispatchState, OutboxEntry, RetryPolicy};
+pub use outbox::{
+    ClaimedDispatch, DispatchFailure, DispatchState, NOT_STARTED_MESSAGE, OutboxEntry, RetryPolicy, RunStatus,
+    SentDispatch,
+};
 pub use postgres::PostgresUrl;
+pub use runs::{BranchPush, DELIVERY_TTL, Delivery, MAX_RUN_REPORTS_KEPT, StoredRunReport};
 
 /// At most this many digests in one batch-get.
 pub const MAX_BATCH_DIGESTS: usize = 1000;
@@ -197,20 +202,60 @@ pub(crate) trait Tx {
     fn put_idempotency(&mut self, pid: i64, key: &str, body_sha256: &[u8], seq: i64, now_unix: i64) -> R<()>;
     fn expire_idempotency(&mut self, before_unix: i64) -> R<()>;
 
-    fn enqueue_dispatch(&mut self, pid: i64, commit: &Commit, now_ms: i64) -> R<()>;
-    /// For each project, its newest pending row due at `now_ms`, locked against other
-    /// claimers (which skip it): `(id, pid, project, seq, commit_id, attempts)`.
+    /// The new row's ID.
+    fn enqueue_dispatch(&mut self, pid: i64, commit: &Commit, now_ms: i64) -> R<i64>;
+    /// For each project, its newest pending row due at `now_ms` (highest seq, then newest),
+    /// locked against other claimers (which skip it): `(id, pid, project, seq, commit_id,
+    /// attempts)`.
     fn due_dispatches(&mut self, now_ms: i64) -> R<Vec<outbox::DueRow>>;
-    /// Marks the project's pending rows older than `seq` coalesced into `into`; their commits.
-    fn coalesce_dispatches(&mut self, pid: i64, seq: i64, done_at: &str, into: &str) -> R<Vec<String>>;
+    /// Marks the project's other pending rows up to `seq` coalesced into `into` (row `id`'s
+    /// commit); their commits.
+    fn coalesce_dispatches(&mut self, pid: i64, id: i64, seq: i64, done_at: &str, into: &str) -> R<Vec<String>>;
     fn schedule_dispatch(&mut self, id: i64, attempts: u32, next_attempt_ms: i64) -> R<()>;
     fn dispatch_attempts(&mut self, id: i64) -> R<Option<i64>>;
-    /// Whether the row exists.
-    fn dispatch_done(&mut self, id: i64, done_at: &str, run_id: Option<i64>, run_url: Option<&str>) -> R<bool>;
+    /// Whether the row exists. `sent_ms` starts the not-started clock.
+    fn dispatch_done(&mut self, id: i64, done_at: &str, sent_ms: i64, sent: &outbox::SentDispatch<'_>) -> R<bool>;
     fn dispatch_failed(&mut self, id: i64, error: &str, done_at: &str) -> R<()>;
     fn dispatch_retry(&mut self, id: i64, error: &str, next_attempt_ms: i64) -> R<()>;
     fn outbox(&mut self, project: Option<&str>) -> R<Vec<OutboxEntry>>;
     fn outbox_counts(&mut self) -> R<Vec<(String, i64)>>;
+    fn outbox_row(&mut self, id: i64) -> R<Option<OutboxEntry>>;
+    /// The rows sent to `forge` and `target` (without case) that started run `run_id`.
+    fn outbox_by_run(&mut self, forge: &str, target: &str, run_id: i64) -> R<Vec<OutboxEntry>>;
+    fn set_run_status(
+        &mut self,
+        id: i64,
+        status: RunStatus,
+        conclusion: Option<&str>,
+        run_url: Option<&str>,
+        at: &str,
+    ) -> R<()>;
+    fn set_dispatch_error(&mut self, id: i64, error: &str) -> R<()>;
+    /// Sets `run_id` on the newest `done` row of `commit_id` sent to `forge`/`target` without
+    /// one; its ID.
+    fn attach_run(&mut self, forge: &str, target: &str, commit_id: &str, run_id: i64) -> R<Option<i64>>;
+    /// `done` rows sent before `sent_before_ms` with no run and no run status.
+    fn awaiting_run(&mut self, sent_before_ms: i64) -> R<Vec<i64>>;
+    /// The project's pending row for `seq`, if any.
+    fn pending_dispatch(&mut self, pid: i64, seq: i64) -> R<Option<i64>>;
+    /// Back to `pending`, due at `now_ms`, no attempt made.
+    fn reset_dispatch(&mut self, id: i64, now_ms: i64) -> R<()>;
+
+    /// Whether it was recorded: `false` for a delivery ID seen before (and not expired).
+    fn insert_delivery(&mut self, d: &Delivery, expires_ms: i64) -> R<bool>;
+    fn expire_deliveries(&mut self, now_ms: i64) -> R<()>;
+    /// Deliveries recorded and not processed, oldest first.
+    fn unprocessed_deliveries(&mut self) -> R<Vec<Delivery>>;
+    /// Drops the body, keeps the ID until it expires.
+    fn delivery_processed(&mut self, forge: &str, delivery_id: &str, at: &str) -> R<()>;
+    fn put_branch_push(&mut self, push: &BranchPush) -> R<()>;
+    /// The last push seen on each branch of `repository` (without case) on `forge`.
+    fn branch_pushes(&mut self, forge: &str, repository: &str) -> R<Vec<BranchPush>>;
+    fn insert_run_report(&mut self, pid: i64, row: &runs::ReportRow) -> R<i64>;
+    /// Deletes the project's reports but the newest `keep`.
+    fn trim_run_reports(&mut self, pid: i64, keep: i64) -> R<()>;
+    /// The project's newest `limit` reports, newest first.
+    fn run_reports(&mut self, pid: i64, limit: i64) -> R<Vec<runs::ReportRow>>;
 
     /// Whether it was inserted: `false` when the name is taken.
     fn insert_key(&mut self, key: &keys::KeyRow) -> R<bool>;

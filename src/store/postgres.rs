@@ -22,10 +22,11 @@ use postgres::types::ToSql;
 use postgres::{IsolationLevel, NoTls, Row, Statement};
 
 use super::keys::{KEY_COLUMNS, KeyRow, key_of};
-use super::outbox::{DueRow, ENTRY_COLUMNS, entry_of};
+use super::outbox::{DueRow, ENTRY_COLUMNS, EntryRow, SentDispatch, entry_from};
+use super::runs::ReportRow;
 use super::{
-    BaseEntry, Commit, Key, ManifestEntry, OutboxEntry, ProjectRow, Put, R, RecordRow, StoredKey, SyncRecord,
-    TouchedEntry, Tx, TxKind, commit_of, parse_digest, parse_direction, schema,
+    BaseEntry, BranchPush, Commit, Delivery, Key, ManifestEntry, OutboxEntry, ProjectRow, Put, R, RecordRow, RunStatus,
+    StoredKey, SyncRecord, TouchedEntry, Tx, TxKind, commit_of, parse_digest, parse_direction, schema,
 };
 use crate::api::ApiError;
 
@@ -391,7 +392,43 @@ fn to_key(r: &Row) -> R<StoredKey> {
     key_of(r.get(0), r.get::<_, &str>(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6))
 }
 
+impl EntryRow for Row {
+    fn int(&self, i: usize) -> R<i64> {
+        Ok(self.try_get(i)?)
+    }
+    fn opt_int(&self, i: usize) -> R<Option<i64>> {
+        Ok(self.try_get(i)?)
+    }
+    fn text(&self, i: usize) -> R<String> {
+        Ok(self.try_get(i)?)
+    }
+    fn opt_text(&self, i: usize) -> R<Option<String>> {
+        Ok(self.try_get(i)?)
+    }
+}
+
 impl PgTx<'_> {
+    /// Outbox rows matching `clause` (over `o`, the outbox, and `p`, its project), oldest first.
+    fn entries(&mut self, clause: &str, params: &[&(dyn ToSql + Sync)]) -> R<Vec<OutboxEntry>> {
+        // A locking suffix goes after ORDER BY.
+        let (clause, lock) = match clause.find(" FOR UPDATE") {
+            Some(i) => clause.split_at(i),
+            None => (clause, ""),
+        };
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM dispatch_outbox o JOIN projects p ON p.pid = o.pid WHERE {clause} ORDER BY o.id{lock}"
+        );
+        self.all(&sql, params)?.iter().map(|r| entry_from(r)).collect()
+    }
+
+    /// In a write transaction, the outbox rows read are locked until it ends.
+    fn for_update_of_o(&self) -> &'static str {
+        match self.kind {
+            TxKind::Read => "",
+            TxKind::Write => " FOR UPDATE OF o",
+        }
+    }
+
     /// `sql` prepared on this connection, once: the texts are the fixed set in this file.
     fn statement(&mut self, sql: &str) -> R<Statement> {
         if let Some(s) = self.statements.get(sql) {
@@ -696,13 +733,13 @@ impl Tx for PgTx<'_> {
         self.exec("DELETE FROM idempotency WHERE created_unix < $1", &[&before_unix]).map(drop)
     }
 
-    fn enqueue_dispatch(&mut self, pid: i64, c: &Commit, now_ms: i64) -> R<()> {
-        self.exec(
+    fn enqueue_dispatch(&mut self, pid: i64, c: &Commit, now_ms: i64) -> R<i64> {
+        let row = self.opt(
             "INSERT INTO dispatch_outbox (pid, commit_id, seq, created_at, state, attempts, next_attempt_ms)
-             VALUES ($1, $2, $3, $4, 'pending', 0, $5)",
+             VALUES ($1, $2, $3, $4, 'pending', 0, $5) RETURNING id",
             &[&pid, &c.id, &(c.seq as i64), &c.created_at, &now_ms],
-        )
-        .map(drop)
+        )?;
+        row.map(|r| r.get(0)).ok_or_else(|| super::internal("the outbox row was not inserted"))
     }
 
     fn due_dispatches(&mut self, now_ms: i64) -> R<Vec<DueRow>> {
@@ -712,8 +749,9 @@ impl Tx for PgTx<'_> {
             "SELECT o.id, o.pid, p.id, o.seq, o.commit_id, o.attempts
              FROM dispatch_outbox o JOIN projects p ON p.pid = o.pid
              WHERE o.state = 'pending' AND o.next_attempt_ms <= $1
-               AND o.seq = (SELECT MAX(seq) FROM dispatch_outbox
-                            WHERE pid = o.pid AND state = 'pending' AND next_attempt_ms <= $1)
+               AND o.id = (SELECT id FROM dispatch_outbox
+                           WHERE pid = o.pid AND state = 'pending' AND next_attempt_ms <= $1
+                           ORDER BY seq DESC, id DESC LIMIT 1)
              ORDER BY o.next_attempt_ms, o.id
              FOR UPDATE OF o SKIP LOCKED",
             &[&now_ms],
@@ -721,12 +759,12 @@ impl Tx for PgTx<'_> {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))).collect())
     }
 
-    fn coalesce_dispatches(&mut self, pid: i64, seq: i64, done_at: &str, into: &str) -> R<Vec<String>> {
+    fn coalesce_dispatches(&mut self, pid: i64, id: i64, seq: i64, done_at: &str, into: &str) -> R<Vec<String>> {
         Ok(self
             .all(
                 "UPDATE dispatch_outbox SET state = 'coalesced', done_at = $3, coalesced_into = $4
-                 WHERE pid = $1 AND state = 'pending' AND seq < $2 RETURNING commit_id",
-                &[&pid, &seq, &done_at, &into],
+                 WHERE pid = $1 AND state = 'pending' AND seq <= $2 AND id <> $5 RETURNING commit_id",
+                &[&pid, &seq, &done_at, &into, &id],
             )?
             .iter()
             .map(|r| r.get(0))
@@ -746,11 +784,13 @@ impl Tx for PgTx<'_> {
         Ok(self.opt(&sql, &[&id])?.map(|r| r.get(0)))
     }
 
-    fn dispatch_done(&mut self, id: i64, done_at: &str, run_id: Option<i64>, run_url: Option<&str>) -> R<bool> {
+    fn dispatch_done(&mut self, id: i64, done_at: &str, sent_ms: i64, sent: &SentDispatch<'_>) -> R<bool> {
+        let run_id = sent.run_id.map(|n| n as i64);
         let n = self.exec(
-            "UPDATE dispatch_outbox SET state = 'done', done_at = $2, run_id = $3, run_url = $4, last_error = NULL
+            "UPDATE dispatch_outbox SET state = 'done', done_at = $2, run_id = $3, run_url = $4, last_error = NULL,
+             forge = $5, target = $6, sent_ms = $7, run_status = NULL, run_conclusion = NULL, run_updated_at = NULL
              WHERE id = $1",
-            &[&id, &done_at, &run_id, &run_url],
+            &[&id, &done_at, &run_id, &sent.run_url, &sent.forge, &sent.target, &sent_ms],
         )?;
         Ok(n > 0)
     }
@@ -772,30 +812,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn outbox(&mut self, project: Option<&str>) -> R<Vec<OutboxEntry>> {
-        let sql = format!(
-            "SELECT {ENTRY_COLUMNS} FROM dispatch_outbox o JOIN projects p ON p.pid = o.pid
-             WHERE $1::text IS NULL OR p.id = $1 ORDER BY o.id"
-        );
-        self.all(&sql, &[&project])?
-            .iter()
-            .map(|r| {
-                entry_of(
-                    r.get(0),
-                    r.get(1),
-                    r.get(2),
-                    r.get(3),
-                    r.get(4),
-                    r.get::<_, &str>(5),
-                    r.get(6),
-                    r.get(7),
-                    r.get(8),
-                    r.get(9),
-                    r.get(10),
-                    r.get(11),
-                    r.get(12),
-                )
-            })
-            .collect()
+        self.entries("$1::text IS NULL OR p.id = $1", &[&project])
     }
 
     fn outbox_counts(&mut self) -> R<Vec<(String, i64)>> {
@@ -803,6 +820,195 @@ impl Tx for PgTx<'_> {
             .all("SELECT state, count(*) FROM dispatch_outbox GROUP BY state ORDER BY state", &[])?
             .iter()
             .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    fn outbox_row(&mut self, id: i64) -> R<Option<OutboxEntry>> {
+        Ok(self.entries("o.id = $1", &[&id])?.pop())
+    }
+
+    fn outbox_by_run(&mut self, forge: &str, target: &str, run_id: i64) -> R<Vec<OutboxEntry>> {
+        let sql = format!("o.run_id = $3 AND o.forge = $1 AND lower(o.target) = lower($2){}", self.for_update_of_o());
+        self.entries(&sql, &[&forge, &target, &run_id])
+    }
+
+    fn set_run_status(
+        &mut self,
+        id: i64,
+        status: RunStatus,
+        conclusion: Option<&str>,
+        run_url: Option<&str>,
+        at: &str,
+    ) -> R<()> {
+        self.exec(
+            "UPDATE dispatch_outbox SET run_status = $2, run_conclusion = $3, run_url = COALESCE($4, run_url),
+             run_updated_at = $5 WHERE id = $1",
+            &[&id, &status.as_str(), &conclusion, &run_url, &at],
+        )
+        .map(drop)
+    }
+
+    fn set_dispatch_error(&mut self, id: i64, error: &str) -> R<()> {
+        self.exec("UPDATE dispatch_outbox SET last_error = $2 WHERE id = $1", &[&id, &error]).map(drop)
+    }
+
+    fn attach_run(&mut self, forge: &str, target: &str, commit_id: &str, run_id: i64) -> R<Option<i64>> {
+        Ok(self
+            .opt(
+                "UPDATE dispatch_outbox SET run_id = $4 WHERE id = (
+                   SELECT id FROM dispatch_outbox WHERE commit_id = $3 AND forge = $1 AND lower(target) = lower($2)
+                     AND state = 'done' AND run_id IS NULL ORDER BY id DESC LIMIT 1 FOR UPDATE)
+                 RETURNING id",
+                &[&forge, &target, &commit_id, &run_id],
+            )?
+            .map(|r| r.get(0)))
+    }
+
+    fn awaiting_run(&mut self, sent_before_ms: i64) -> R<Vec<i64>> {
+        // Skips rows a webhook is updating in another process: the next sweep sees them.
+        Ok(self
+            .all(
+                "SELECT id FROM dispatch_outbox WHERE state = 'done' AND run_id IS NULL AND run_status IS NULL
+                 AND sent_ms IS NOT NULL AND sent_ms < $1 ORDER BY id FOR UPDATE SKIP LOCKED",
+                &[&sent_before_ms],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    fn pending_dispatch(&mut self, pid: i64, seq: i64) -> R<Option<i64>> {
+        Ok(self
+            .opt(
+                "SELECT id FROM dispatch_outbox WHERE pid = $1 AND seq = $2 AND state = 'pending'
+                 ORDER BY id DESC LIMIT 1",
+                &[&pid, &seq],
+            )?
+            .map(|r| r.get(0)))
+    }
+
+    fn reset_dispatch(&mut self, id: i64, now_ms: i64) -> R<()> {
+        self.exec(
+            "UPDATE dispatch_outbox SET state = 'pending', attempts = 0, next_attempt_ms = $2, done_at = NULL
+             WHERE id = $1",
+            &[&id, &now_ms],
+        )
+        .map(drop)
+    }
+
+    fn insert_delivery(&mut self, d: &Delivery, expires_ms: i64) -> R<bool> {
+        let n = self.exec(
+            "INSERT INTO webhook_deliveries (forge, delivery_id, event, received_ms, expires_ms, body)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (forge, delivery_id) DO NOTHING",
+            &[&d.forge, &d.delivery_id, &d.event, &d.received_ms, &expires_ms, &d.body],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn expire_deliveries(&mut self, now_ms: i64) -> R<()> {
+        self.exec("DELETE FROM webhook_deliveries WHERE expires_ms < $1 AND body IS NULL", &[&now_ms]).map(drop)
+    }
+
+    fn unprocessed_deliveries(&mut self) -> R<Vec<Delivery>> {
+        Ok(self
+            .all(
+                "SELECT forge, delivery_id, event, received_ms, body FROM webhook_deliveries
+                 WHERE body IS NOT NULL ORDER BY received_ms, delivery_id",
+                &[],
+            )?
+            .iter()
+            .map(|r| Delivery {
+                forge: r.get(0),
+                delivery_id: r.get(1),
+                event: r.get(2),
+                received_ms: r.get(3),
+                body: r.get(4),
+            })
+            .collect())
+    }
+
+    fn delivery_processed(&mut self, forge: &str, delivery_id: &str, at: &str) -> R<()> {
+        self.exec(
+            "UPDATE webhook_deliveries SET body = NULL, processed_at = $3 WHERE forge = $1 AND delivery_id = $2",
+            &[&forge, &delivery_id, &at],
+        )
+        .map(drop)
+    }
+
+    fn put_branch_push(&mut self, p: &BranchPush) -> R<()> {
+        self.exec(
+            "INSERT INTO branch_pushes (forge, repository, ref, after_sha, at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (forge, repository, ref) DO UPDATE SET after_sha = EXCLUDED.after_sha, at = EXCLUDED.at",
+            &[&p.forge, &p.repository, &p.git_ref, &p.after, &p.at],
+        )
+        .map(drop)
+    }
+
+    fn branch_pushes(&mut self, forge: &str, repository: &str) -> R<Vec<BranchPush>> {
+        Ok(self
+            .all(
+                "SELECT forge, repository, ref, after_sha, at FROM branch_pushes
+                 WHERE forge = $1 AND lower(repository) = lower($2) ORDER BY ref",
+                &[&forge, &repository],
+            )?
+            .iter()
+            .map(|r| BranchPush {
+                forge: r.get(0),
+                repository: r.get(1),
+                git_ref: r.get(2),
+                after: r.get(3),
+                at: r.get(4),
+            })
+            .collect())
+    }
+
+    fn insert_run_report(&mut self, pid: i64, r: &ReportRow) -> R<i64> {
+        let row = self.opt(
+            "INSERT INTO run_reports (pid, received_at, command, outcome, run_url, git_commit, platform_commit,
+             conflicts, deferred) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+            &[
+                &pid,
+                &r.received_at,
+                &r.command,
+                &r.outcome,
+                &r.run_url,
+                &r.git_commit,
+                &r.platform_commit,
+                &r.conflicts,
+                &r.deferred,
+            ],
+        )?;
+        row.map(|r| r.get(0)).ok_or_else(|| super::internal("the run report was not inserted"))
+    }
+
+    fn trim_run_reports(&mut self, pid: i64, keep: i64) -> R<()> {
+        self.exec(
+            "DELETE FROM run_reports WHERE pid = $1 AND id NOT IN
+             (SELECT id FROM run_reports WHERE pid = $1 ORDER BY id DESC LIMIT $2)",
+            &[&pid, &keep],
+        )
+        .map(drop)
+    }
+
+    fn run_reports(&mut self, pid: i64, limit: i64) -> R<Vec<ReportRow>> {
+        Ok(self
+            .all(
+                "SELECT id, received_at, command, outcome, run_url, git_commit, platform_commit, conflicts, deferred
+                 FROM run_reports WHERE pid = $1 ORDER BY id DESC LIMIT $2",
+                &[&pid, &limit],
+            )?
+            .iter()
+            .map(|r| ReportRow {
+                id: r.get(0),
+                received_at: r.get(1),
+                command: r.get(2),
+                outcome: r.get(3),
+                run_url: r.get(4),
+                git_commit: r.get(5),
+                platform_commit: r.get(6),
+                conflicts: r.get(7),
+                deferred: r.get(8),
+            })
             .collect())
     }
 

@@ -10,10 +10,11 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::keys::{KEY_COLUMNS, KeyRow, key_of};
-use super::outbox::{DueRow, ENTRY_COLUMNS, entry_of};
+use super::outbox::{DueRow, ENTRY_COLUMNS, EntryRow, SentDispatch, entry_from};
+use super::runs::ReportRow;
 use super::{
-    BaseEntry, Commit, Key, ManifestEntry, OutboxEntry, ProjectRow, Put, R, RecordRow, StoredKey, SyncRecord,
-    TouchedEntry, Tx, TxKind, commit_of, parse_digest, parse_direction, schema,
+    BaseEntry, BranchPush, Commit, Delivery, Key, ManifestEntry, OutboxEntry, ProjectRow, Put, R, RecordRow, RunStatus,
+    StoredKey, SyncRecord, TouchedEntry, Tx, TxKind, commit_of, parse_digest, parse_direction, schema,
 };
 use crate::api::ApiError;
 
@@ -109,7 +110,35 @@ fn to_key((name, scope, projects, expires, created, revoked, hint): KeyColumns) 
     key_of(name, &scope, projects, expires, created, revoked, hint)
 }
 
+impl EntryRow for Row<'_> {
+    fn int(&self, i: usize) -> R<i64> {
+        Ok(self.get(i)?)
+    }
+    fn opt_int(&self, i: usize) -> R<Option<i64>> {
+        Ok(self.get(i)?)
+    }
+    fn text(&self, i: usize) -> R<String> {
+        Ok(self.get(i)?)
+    }
+    fn opt_text(&self, i: usize) -> R<Option<String>> {
+        Ok(self.get(i)?)
+    }
+}
+
 impl SqliteTx<'_> {
+    /// Outbox rows matching `clause` (over `o`, the outbox, and `p`, its project), oldest first.
+    fn entries(&mut self, clause: &str, values: &[&dyn rusqlite::ToSql]) -> R<Vec<OutboxEntry>> {
+        let mut stmt = self.0.prepare_cached(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM dispatch_outbox o JOIN projects p ON p.pid = o.pid WHERE {clause} ORDER BY o.id"
+        ))?;
+        let mut rows = stmt.query(values)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(entry_from(row)?);
+        }
+        Ok(out)
+    }
+
     fn commit_where(&mut self, clause: &str, pid: i64, value: &dyn rusqlite::ToSql) -> R<Option<Commit>> {
         self.0
             .prepare_cached(&format!("SELECT {COMMIT_COLUMNS} FROM commits WHERE pid = ?1 AND {clause} = ?2"))?
@@ -420,14 +449,14 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn enqueue_dispatch(&mut self, pid: i64, c: &Commit, now_ms: i64) -> R<()> {
-        self.0
+    fn enqueue_dispatch(&mut self, pid: i64, c: &Commit, now_ms: i64) -> R<i64> {
+        Ok(self
+            .0
             .prepare_cached(
                 "INSERT INTO dispatch_outbox (pid, commit_id, seq, created_at, state, attempts, next_attempt_ms)
-                 VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5)",
+                 VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5) RETURNING id",
             )?
-            .execute(params![pid, c.id, c.seq as i64, c.created_at, now_ms])?;
-        Ok(())
+            .query_row(params![pid, c.id, c.seq as i64, c.created_at, now_ms], |r| r.get(0))?)
     }
 
     fn due_dispatches(&mut self, now_ms: i64) -> R<Vec<DueRow>> {
@@ -438,22 +467,23 @@ impl Tx for SqliteTx<'_> {
                 "SELECT o.id, o.pid, p.id, o.seq, o.commit_id, o.attempts
                  FROM dispatch_outbox o JOIN projects p ON p.pid = o.pid
                  WHERE o.state = 'pending' AND o.next_attempt_ms <= ?1
-                   AND o.seq = (SELECT MAX(seq) FROM dispatch_outbox
-                                WHERE pid = o.pid AND state = 'pending' AND next_attempt_ms <= ?1)
+                   AND o.id = (SELECT id FROM dispatch_outbox
+                               WHERE pid = o.pid AND state = 'pending' AND next_attempt_ms <= ?1
+                               ORDER BY seq DESC, id DESC LIMIT 1)
                  ORDER BY o.next_attempt_ms, o.id",
             )?
             .query_map([now_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?
             .collect::<rusqlite::Result<_>>()?)
     }
 
-    fn coalesce_dispatches(&mut self, pid: i64, seq: i64, done_at: &str, into: &str) -> R<Vec<String>> {
+    fn coalesce_dispatches(&mut self, pid: i64, id: i64, seq: i64, done_at: &str, into: &str) -> R<Vec<String>> {
         Ok(self
             .0
             .prepare_cached(
                 "UPDATE dispatch_outbox SET state = 'coalesced', done_at = ?3, coalesced_into = ?4
-                 WHERE pid = ?1 AND state = 'pending' AND seq < ?2 RETURNING commit_id",
+                 WHERE pid = ?1 AND state = 'pending' AND seq <= ?2 AND id <> ?5 RETURNING commit_id",
             )?
-            .query_map(params![pid, seq, done_at, into], |r| r.get(0))?
+            .query_map(params![pid, seq, done_at, into, id], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?)
     }
 
@@ -472,14 +502,16 @@ impl Tx for SqliteTx<'_> {
             .optional()?)
     }
 
-    fn dispatch_done(&mut self, id: i64, done_at: &str, run_id: Option<i64>, run_url: Option<&str>) -> R<bool> {
+    fn dispatch_done(&mut self, id: i64, done_at: &str, sent_ms: i64, sent: &SentDispatch<'_>) -> R<bool> {
+        let run_id = sent.run_id.map(|n| n as i64);
         let n = self
             .0
             .prepare_cached(
-                "UPDATE dispatch_outbox SET state = 'done', done_at = ?2, run_id = ?3, run_url = ?4, last_error = NULL
+                "UPDATE dispatch_outbox SET state = 'done', done_at = ?2, run_id = ?3, run_url = ?4, last_error = NULL,
+                 forge = ?5, target = ?6, sent_ms = ?7, run_status = NULL, run_conclusion = NULL, run_updated_at = NULL
                  WHERE id = ?1",
             )?
-            .execute(params![id, done_at, run_id, run_url])?;
+            .execute(params![id, done_at, run_id, sent.run_url, sent.forge, sent.target, sent_ms])?;
         Ok(n > 0)
     }
 
@@ -498,50 +530,7 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn outbox(&mut self, project: Option<&str>) -> R<Vec<OutboxEntry>> {
-        type Columns = (
-            i64,
-            String,
-            String,
-            i64,
-            String,
-            String,
-            i64,
-            i64,
-            Option<String>,
-            Option<String>,
-            Option<i64>,
-            Option<String>,
-            Option<String>,
-        );
-        let rows: Vec<Columns> = self
-            .0
-            .prepare_cached(&format!(
-                "SELECT {ENTRY_COLUMNS} FROM dispatch_outbox o JOIN projects p ON p.pid = o.pid
-                 WHERE ?1 IS NULL OR p.id = ?1 ORDER BY o.id"
-            ))?
-            .query_map([project], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                    r.get(9)?,
-                    r.get(10)?,
-                    r.get(11)?,
-                    r.get(12)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        rows.into_iter()
-            .map(|(id, project, commit, seq, created, state, attempts, next, error, done, run_id, run_url, into)| {
-                entry_of(id, project, commit, seq, created, &state, attempts, next, error, done, run_id, run_url, into)
-            })
-            .collect()
+        self.entries("?1 IS NULL OR p.id = ?1", &[&project])
     }
 
     fn outbox_counts(&mut self) -> R<Vec<(String, i64)>> {
@@ -549,6 +538,215 @@ impl Tx for SqliteTx<'_> {
             .0
             .prepare_cached("SELECT state, count(*) FROM dispatch_outbox GROUP BY state ORDER BY state")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn outbox_row(&mut self, id: i64) -> R<Option<OutboxEntry>> {
+        Ok(self.entries("o.id = ?1", &[&id])?.pop())
+    }
+
+    fn outbox_by_run(&mut self, forge: &str, target: &str, run_id: i64) -> R<Vec<OutboxEntry>> {
+        self.entries("o.run_id = ?3 AND o.forge = ?1 AND lower(o.target) = lower(?2)", &[&forge, &target, &run_id])
+    }
+
+    fn set_run_status(
+        &mut self,
+        id: i64,
+        status: RunStatus,
+        conclusion: Option<&str>,
+        run_url: Option<&str>,
+        at: &str,
+    ) -> R<()> {
+        self.0
+            .prepare_cached(
+                "UPDATE dispatch_outbox SET run_status = ?2, run_conclusion = ?3, run_url = COALESCE(?4, run_url),
+                 run_updated_at = ?5 WHERE id = ?1",
+            )?
+            .execute(params![id, status.as_str(), conclusion, run_url, at])?;
+        Ok(())
+    }
+
+    fn set_dispatch_error(&mut self, id: i64, error: &str) -> R<()> {
+        self.0
+            .prepare_cached("UPDATE dispatch_outbox SET last_error = ?2 WHERE id = ?1")?
+            .execute(params![id, error])?;
+        Ok(())
+    }
+
+    fn attach_run(&mut self, forge: &str, target: &str, commit_id: &str, run_id: i64) -> R<Option<i64>> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "UPDATE dispatch_outbox SET run_id = ?4 WHERE id = (
+                   SELECT id FROM dispatch_outbox WHERE commit_id = ?3 AND forge = ?1 AND lower(target) = lower(?2)
+                     AND state = 'done' AND run_id IS NULL ORDER BY id DESC LIMIT 1)
+                 RETURNING id",
+            )?
+            .query_row(params![forge, target, commit_id, run_id], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn awaiting_run(&mut self, sent_before_ms: i64) -> R<Vec<i64>> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT id FROM dispatch_outbox WHERE state = 'done' AND run_id IS NULL AND run_status IS NULL
+                 AND sent_ms IS NOT NULL AND sent_ms < ?1 ORDER BY id",
+            )?
+            .query_map([sent_before_ms], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn pending_dispatch(&mut self, pid: i64, seq: i64) -> R<Option<i64>> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT id FROM dispatch_outbox WHERE pid = ?1 AND seq = ?2 AND state = 'pending'
+                 ORDER BY id DESC LIMIT 1",
+            )?
+            .query_row(params![pid, seq], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn reset_dispatch(&mut self, id: i64, now_ms: i64) -> R<()> {
+        self.0
+            .prepare_cached(
+                "UPDATE dispatch_outbox SET state = 'pending', attempts = 0, next_attempt_ms = ?2, done_at = NULL
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, now_ms])?;
+        Ok(())
+    }
+
+    fn insert_delivery(&mut self, d: &Delivery, expires_ms: i64) -> R<bool> {
+        let n = self
+            .0
+            .prepare_cached(
+                "INSERT INTO webhook_deliveries (forge, delivery_id, event, received_ms, expires_ms, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (forge, delivery_id) DO NOTHING",
+            )?
+            .execute(params![d.forge, d.delivery_id, d.event, d.received_ms, expires_ms, d.body])?;
+        Ok(n > 0)
+    }
+
+    fn expire_deliveries(&mut self, now_ms: i64) -> R<()> {
+        // A delivery not processed yet stays, whatever its age: it is owed its work.
+        self.0
+            .prepare_cached("DELETE FROM webhook_deliveries WHERE expires_ms < ?1 AND body IS NULL")?
+            .execute([now_ms])?;
+        Ok(())
+    }
+
+    fn unprocessed_deliveries(&mut self) -> R<Vec<Delivery>> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT forge, delivery_id, event, received_ms, body FROM webhook_deliveries
+                 WHERE body IS NOT NULL ORDER BY received_ms, delivery_id",
+            )?
+            .query_map([], |r| {
+                Ok(Delivery {
+                    forge: r.get(0)?,
+                    delivery_id: r.get(1)?,
+                    event: r.get(2)?,
+                    received_ms: r.get(3)?,
+                    body: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn delivery_processed(&mut self, forge: &str, delivery_id: &str, at: &str) -> R<()> {
+        self.0
+            .prepare_cached(
+                "UPDATE webhook_deliveries SET body = NULL, processed_at = ?3 WHERE forge = ?1 AND delivery_id = ?2",
+            )?
+            .execute(params![forge, delivery_id, at])?;
+        Ok(())
+    }
+
+    fn put_branch_push(&mut self, p: &BranchPush) -> R<()> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO branch_pushes (forge, repository, ref, after_sha, at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (forge, repository, ref) DO UPDATE SET after_sha = excluded.after_sha, at = excluded.at",
+            )?
+            .execute(params![p.forge, p.repository, p.git_ref, p.after, p.at])?;
+        Ok(())
+    }
+
+    fn branch_pushes(&mut self, forge: &str, repository: &str) -> R<Vec<BranchPush>> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT forge, repository, ref, after_sha, at FROM branch_pushes
+                 WHERE forge = ?1 AND lower(repository) = lower(?2) ORDER BY ref",
+            )?
+            .query_map(params![forge, repository], |r| {
+                Ok(BranchPush {
+                    forge: r.get(0)?,
+                    repository: r.get(1)?,
+                    git_ref: r.get(2)?,
+                    after: r.get(3)?,
+                    at: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn insert_run_report(&mut self, pid: i64, r: &ReportRow) -> R<i64> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "INSERT INTO run_reports (pid, received_at, command, outcome, run_url, git_commit, platform_commit,
+                 conflicts, deferred) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
+            )?
+            .query_row(
+                params![
+                    pid,
+                    r.received_at,
+                    r.command,
+                    r.outcome,
+                    r.run_url,
+                    r.git_commit,
+                    r.platform_commit,
+                    r.conflicts,
+                    r.deferred
+                ],
+                |row| row.get(0),
+            )?)
+    }
+
+    fn trim_run_reports(&mut self, pid: i64, keep: i64) -> R<()> {
+        self.0
+            .prepare_cached(
+                "DELETE FROM run_reports WHERE pid = ?1 AND id NOT IN
+                 (SELECT id FROM run_reports WHERE pid = ?1 ORDER BY id DESC LIMIT ?2)",
+            )?
+            .execute(params![pid, keep])?;
+        Ok(())
+    }
+
+    fn run_reports(&mut self, pid: i64, limit: i64) -> R<Vec<ReportRow>> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT id, received_at, command, outcome, run_url, git_commit, platform_commit, conflicts, deferred
+                 FROM run_reports WHERE pid = ?1 ORDER BY id DESC LIMIT ?2",
+            )?
+            .query_map(params![pid, limit], |r| {
+                Ok(ReportRow {
+                    id: r.get(0)?,
+                    received_at: r.get(1)?,
+                    command: r.get(2)?,
+                    outcome: r.get(3)?,
+                    run_url: r.get(4)?,
+                    git_commit: r.get(5)?,
+                    platform_commit: r.get(6)?,
+                    conflicts: r.get(7)?,
+                    deferred: r.get(8)?,
+                })
+            })?
             .collect::<rusqlite::Result<_>>()?)
     }
 

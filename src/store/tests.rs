@@ -665,7 +665,7 @@ fn a_claim_takes_the_newest_commit_and_coalesces_the_older_ones() {
         // Claimed rows are scheduled for their retry: not claimed again before it.
         assert!(s.claim_due_dispatches(&policy()).unwrap().is_empty());
 
-        s.mark_dispatch_done(mine.id, Some(42), Some("https://github.com/o/r/actions/runs/42")).unwrap();
+        s.mark_dispatch_done(mine.id, &sent(Some(42), Some("https://github.com/o/r/actions/runs/42"))).unwrap();
         let row = s.dispatch_outbox(Some(P)).unwrap().pop().unwrap();
         assert_eq!((row.state, row.run_id, row.last_error), (DispatchState::Done, Some(42), None));
         assert!(s.claim_due_dispatches_at(FAR, &policy()).unwrap().iter().all(|d| d.project != P));
@@ -751,5 +751,231 @@ fn pending_dispatches_survive_reopening() {
         let d = s.claim_due_dispatches(&policy()).unwrap();
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].commit_id, c.id);
+    });
+}
+
+// Run status, webhook deliveries, branch pushes and run reports (issue 11).
+
+fn sent(run_id: Option<u64>, run_url: Option<&'static str>) -> SentDispatch<'static> {
+    SentDispatch { forge: "github", target: "Acme/Defs", run_id, run_url }
+}
+
+/// A commit, claimed and sent: the row's ID.
+fn sent_row(s: &Store, name: &str, run_id: Option<u64>) -> (Commit, i64) {
+    let c = commit(s, dashboard(), vec![put("workflow", name, json!(1))]).unwrap();
+    let d = s.claim_due_dispatches(&policy()).unwrap().pop().unwrap();
+    s.mark_dispatch_done(d.id, &sent(run_id, None)).unwrap();
+    (c, d.id)
+}
+
+#[test]
+fn a_sent_dispatch_knows_its_forge_and_target() {
+    on_both_outbox(|s| {
+        let (_, id) = sent_row(&s, "a", Some(7));
+        let row = s.dispatch_entry(id).unwrap().unwrap();
+        assert_eq!(
+            (row.forge.as_deref(), row.target.as_deref(), row.run_id),
+            (Some("github"), Some("Acme/Defs"), Some(7))
+        );
+        assert_eq!((row.run_status, row.run_conclusion, row.run_updated_at), (None, None, None));
+    });
+}
+
+#[test]
+fn run_status_moves_forward_only() {
+    on_both_outbox(|s| {
+        let (_, id) = sent_row(&s, "a", Some(7));
+        let url = Some("https://github.com/Acme/Defs/actions/runs/7");
+        // The target compares without case; another forge or repository matches nothing.
+        let rows = s.record_run("github", "acme/defs", 7, RunStatus::Queued, None, url).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].id, rows[0].run_status, rows[0].run_url.as_deref()), (id, Some(RunStatus::Queued), url));
+        assert!(rows[0].run_updated_at.is_some());
+        assert!(s.record_run("gitlab", "acme/defs", 7, RunStatus::Failed, None, None).unwrap().is_empty());
+        assert!(s.record_run("github", "acme/other", 7, RunStatus::Failed, None, None).unwrap().is_empty());
+        assert!(s.record_run("github", "acme/defs", 8, RunStatus::Failed, None, None).unwrap().is_empty());
+
+        s.record_run("github", "Acme/Defs", 7, RunStatus::InProgress, None, None).unwrap();
+        let done = s.record_run("github", "Acme/Defs", 7, RunStatus::Failed, Some("timed_out"), None).unwrap();
+        assert_eq!(
+            (done[0].run_status, done[0].run_conclusion.as_deref()),
+            (Some(RunStatus::Failed), Some("timed_out"))
+        );
+        // A late in_progress (webhooks arrive in any order) is ignored, as is another ending.
+        assert!(s.record_run("github", "Acme/Defs", 7, RunStatus::InProgress, None, None).unwrap().is_empty());
+        assert!(
+            s.record_run("github", "Acme/Defs", 7, RunStatus::Succeeded, Some("success"), None).unwrap().is_empty()
+        );
+        let row = s.dispatch_entry(id).unwrap().unwrap();
+        assert_eq!(
+            (row.run_status, row.run_conclusion.as_deref(), row.run_url.as_deref()),
+            (Some(RunStatus::Failed), Some("timed_out"), url)
+        );
+    });
+}
+
+#[test]
+fn a_run_without_id_is_attached_by_commit_then_followed() {
+    on_both_outbox(|s| {
+        let (c, id) = sent_row(&s, "a", None);
+        assert!(s.attach_run("github", "acme/defs", "c_unknown", 9).unwrap().is_none());
+        assert!(s.attach_run("gitlab", "acme/defs", &c.id, 9).unwrap().is_none());
+        let row = s.attach_run("github", "acme/defs", &c.id, 9).unwrap().unwrap();
+        assert_eq!((row.id, row.run_id), (id, Some(9)));
+        // Once attached, it is not attached to another run.
+        assert!(s.attach_run("github", "acme/defs", &c.id, 10).unwrap().is_none());
+        let rows = s.record_run("github", "acme/defs", 9, RunStatus::Succeeded, Some("success"), None).unwrap();
+        assert_eq!(rows[0].run_status, Some(RunStatus::Succeeded));
+    });
+}
+
+#[test]
+fn a_dispatch_with_no_run_is_not_started_after_the_timeout() {
+    on_both_outbox(|s| {
+        let (_, waiting) = sent_row(&s, "a", None);
+        let (_, with_run) = sent_row(&s, "b", Some(5));
+        let now = clock::unix_now_millis() as i64;
+        let timeout = Duration::from_secs(600);
+        assert!(s.mark_runs_not_started_at(now, timeout).unwrap().is_empty(), "not before the timeout");
+        let rows = s.mark_runs_not_started_at(now + 601_000, timeout).unwrap();
+        assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), [waiting]);
+        assert_eq!(rows[0].run_status, Some(RunStatus::NotStarted));
+        assert!(rows[0].last_error.as_deref().unwrap().contains("workflow file missing or misnamed"));
+        assert!(s.mark_runs_not_started_at(now + 999_000, timeout).unwrap().is_empty(), "marked once");
+        assert_eq!(s.dispatch_entry(with_run).unwrap().unwrap().run_status, None);
+    });
+}
+
+#[test]
+fn sync_now_queues_the_head_once_and_coalesces() {
+    on_both(|s| {
+        assert_eq!(s.queue_dispatch(P).unwrap_err().code, "dispatch_off");
+        s.set_dispatch_outbox(true);
+        assert_eq!(s.queue_dispatch("nope").unwrap_err().status, 404);
+        let e = s.queue_dispatch(P).unwrap_err();
+        assert_eq!((e.status, e.code.as_str()), (422, "no_head"));
+
+        let (c, first) = sent_row(&s, "a", Some(1));
+        let again = s.queue_dispatch(P).unwrap();
+        assert_ne!(again, first, "a done row is not reused: Sync now dispatches again");
+        assert_eq!(s.queue_dispatch(P).unwrap(), again, "a pending row of the head is the answer");
+        let d = s.claim_due_dispatches(&policy()).unwrap();
+        assert_eq!(d.iter().map(|d| (d.id, d.commit_id.clone())).collect::<Vec<_>>(), [(again, c.id.clone())]);
+    });
+}
+
+#[test]
+fn a_failed_dispatch_can_be_retried_and_only_then() {
+    on_both_outbox(|s| {
+        let c = commit(&s, dashboard(), vec![put("workflow", "a", json!(1))]).unwrap();
+        let d = s.claim_due_dispatches(&policy()).unwrap().pop().unwrap();
+        assert_eq!(s.retry_dispatch(d.id).unwrap_err().status, 409, "pending, not failed");
+        s.mark_dispatch_failed(d.id, "404 workflow", true, &policy()).unwrap();
+        assert_eq!(s.retry_dispatch(999_999).unwrap_err().status, 404);
+        s.retry_dispatch(d.id).unwrap();
+        let row = s.dispatch_entry(d.id).unwrap().unwrap();
+        assert_eq!((row.state, row.attempts, row.done_at), (DispatchState::Pending, 0, None));
+        let again = s.claim_due_dispatches(&policy()).unwrap().pop().unwrap();
+        assert_eq!((again.id, again.commit_id, again.attempt), (d.id, c.id, 1));
+    });
+}
+
+/// Two pending rows of one commit (a retried row and Sync now) go out as one dispatch.
+#[test]
+fn two_pending_rows_of_one_commit_are_sent_once() {
+    on_both_outbox(|s| {
+        commit(&s, dashboard(), vec![put("workflow", "a", json!(1))]).unwrap();
+        let d = s.claim_due_dispatches(&policy()).unwrap().pop().unwrap();
+        s.mark_dispatch_failed(d.id, "404", true, &policy()).unwrap();
+        let now = s.queue_dispatch(P).unwrap();
+        s.retry_dispatch(d.id).unwrap();
+        let claimed = s.claim_due_dispatches(&policy()).unwrap();
+        assert_eq!(claimed.len(), 1, "{claimed:?}");
+        assert_eq!(claimed[0].id, d.id.max(now));
+        let states: Vec<DispatchState> = s.dispatch_outbox(None).unwrap().iter().map(|r| r.state).collect();
+        assert_eq!(states, [DispatchState::Coalesced, DispatchState::Pending]);
+    });
+}
+
+#[test]
+fn deliveries_are_deduplicated_and_kept_until_processed() {
+    on_both_scratch(|scratch| {
+        {
+            let s = scratch.open();
+            assert!(s.record_delivery("github", "d-1", "push", b"{}").unwrap());
+            assert!(!s.record_delivery("github", "d-1", "push", b"{\"other\":1}").unwrap(), "a replay");
+            assert!(s.record_delivery("gitlab", "d-1", "Pipeline Hook", b"[]").unwrap(), "IDs are per forge");
+            assert_eq!(s.record_delivery("github", "", "push", b"{}").unwrap_err().status, 422);
+            assert_eq!(s.record_delivery("github", "a b", "push", b"{}").unwrap_err().status, 422);
+        }
+        // Reopened, as after a crash between recording and processing.
+        let s = scratch.open();
+        let owed = s.unprocessed_deliveries().unwrap();
+        assert_eq!(owed.len(), 2);
+        assert_eq!(
+            (owed[0].forge.as_str(), owed[0].event.as_str(), owed[0].body.as_slice()),
+            ("github", "push", &b"{}"[..])
+        );
+        s.delivery_processed("github", "d-1").unwrap();
+        assert_eq!(s.unprocessed_deliveries().unwrap().len(), 1);
+        assert!(!s.record_delivery("github", "d-1", "push", b"{}").unwrap(), "still a replay once processed");
+        // Expired and processed: forgotten.
+        s.execute_for_test("UPDATE webhook_deliveries SET expires_ms = 0");
+        assert!(s.record_delivery("github", "d-1", "push", b"{}").unwrap());
+        assert!(!s.record_delivery("gitlab", "d-1", "Pipeline Hook", b"[]").unwrap(), "owed work never expires");
+    });
+}
+
+#[test]
+fn the_last_push_of_each_branch_is_kept() {
+    on_both(|s| {
+        s.record_push("github", "Acme/Defs", "refs/heads/main", "aaa").unwrap();
+        s.record_push("github", "Acme/Defs", "refs/heads/main", "bbb").unwrap();
+        s.record_push("github", "Acme/Defs", "refs/heads/dev", "ccc").unwrap();
+        s.record_push("gitlab", "Acme/Defs", "refs/heads/main", "ddd").unwrap();
+        let pushes = s.branch_pushes("github", "acme/defs").unwrap();
+        let seen: Vec<(&str, &str)> = pushes.iter().map(|p| (p.git_ref.as_str(), p.after.as_str())).collect();
+        assert_eq!(seen, [("refs/heads/dev", "ccc"), ("refs/heads/main", "bbb")]);
+    });
+}
+
+fn report(outcome: &str) -> crate::api::RunReport {
+    serde_json::from_value(json!({
+        "command": "pull", "outcome": outcome, "run_url": "https://github.com/o/r/actions/runs/1",
+        "git_commit": "abc", "platform_commit": "c_1",
+        "conflicts": [{"kind": "workflow", "name": "a <b>", "git": {"x": 1}, "platform": null}],
+        "deferred": [{"kind": "workflow", "name": "d"}]
+    }))
+    .unwrap()
+}
+
+#[test]
+fn run_reports_are_kept_newest_first_and_checked() {
+    on_both(|s| {
+        assert_eq!(s.add_run_report("nope", &report("ok")).unwrap_err().status, 404);
+        let first = s.add_run_report(P, &report("ok")).unwrap();
+        let second = s.add_run_report(P, &report("conflict")).unwrap();
+        let got = s.run_reports(P, 10).unwrap();
+        assert_eq!(got.iter().map(|r| r.id).collect::<Vec<_>>(), [second, first]);
+        assert_eq!(got[0].report, report("conflict"));
+        assert_eq!(got[0].report.conflicts[0].platform, None);
+        assert_eq!(s.run_reports(P, 1).unwrap().len(), 1);
+
+        let mut bad = report("ok");
+        bad.conflicts[0].kind = "Bad Kind".into();
+        assert_eq!(s.add_run_report(P, &bad).unwrap_err().status, 422);
+        let mut bad = report("ok");
+        bad.command = "pull; rm".into();
+        assert_eq!(s.add_run_report(P, &bad).unwrap_err().status, 422);
+        let mut bad = report("ok");
+        bad.run_url = Some("javascript:alert(1)".into());
+        assert_eq!(s.add_run_report(P, &bad).unwrap_err().status, 422);
+
+        for _ in 0..MAX_RUN_REPORTS_KEPT {
+            s.add_run_report(P, &report("ok")).unwrap();
+        }
+        let kept = s.run_reports(P, 1000).unwrap();
+        assert_eq!(kept.len() as i64, MAX_RUN_REPORTS_KEPT);
+        assert!(kept.iter().all(|r| r.id > second), "the oldest are gone");
     });
 }

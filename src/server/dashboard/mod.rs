@@ -50,6 +50,8 @@ impl Dashboard {
     }
 }
 
+/// Run reports read for the conflicts section: the newest of each command is shown.
+const RUN_REPORTS_SHOWN: u32 = 20;
 /// Commits per page of history.
 const HISTORY_PAGE: u32 = 20;
 /// The largest form accepted: a definition file may be 4 MiB, and URL encoding can triple it.
@@ -74,6 +76,8 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/projects/{project}/definition", get(definition_page))
         .route("/projects/{project}/save", post(save))
         .route("/projects/{project}/delete", get(delete_page).post(delete))
+        .route("/projects/{project}/sync-now", post(sync_now))
+        .route("/projects/{project}/dispatches/{id}/retry", post(retry))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(middleware::from_fn(security_headers))
 }
@@ -357,6 +361,8 @@ pub(super) struct ProjectView {
     pub history: crate::store::HistoryPage,
     pub sync: crate::store::SyncView,
     pub outbox: Vec<crate::store::OutboxEntry>,
+    /// The newest reports of runs, newest first.
+    pub reports: Vec<crate::store::StoredRunReport>,
     /// Whether `serve` dispatches the pull workflow (the actions need it).
     pub dispatch: bool,
     pub git_web_url: String,
@@ -388,6 +394,7 @@ async fn project_page(
             history: store.history(&project, before, HISTORY_PAGE)?,
             sync: store.sync_view(&project)?,
             outbox: store.dispatch_outbox(Some(&project))?,
+            reports: store.run_reports(&project, RUN_REPORTS_SHOWN)?,
             project: project_info,
             dispatch,
             git_web_url,
@@ -729,6 +736,59 @@ async fn delete(
             Ok((status, page).into_response())
         }
     }
+}
+
+async fn sync_now(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Page {
+    let me = require(&s, &headers).await?;
+    me.check_csrf(&f.csrf)?;
+    me.check(&project, Access::Write)?;
+    let Some(wake) = s.wake_dispatcher.clone() else {
+        return Err(no_dispatch());
+    };
+    let (store, p) = (s.store.clone(), project.clone());
+    blocking(move || store.queue_dispatch(&p).map(drop)).await?;
+    wake.notify_one();
+    Ok(Redirect::to(&format!("/projects/{}?done=queued#history", enc(&project))).into_response())
+}
+
+async fn retry(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((project, id)): Path<(String, i64)>,
+    Form(f): Form<CsrfForm>,
+) -> Page {
+    let me = require(&s, &headers).await?;
+    me.check_csrf(&f.csrf)?;
+    me.check(&project, Access::Write)?;
+    let Some(wake) = s.wake_dispatcher.clone() else {
+        return Err(no_dispatch());
+    };
+    let store = s.store.clone();
+    let p = project.clone();
+    blocking(move || {
+        // A dispatch of another project is not this page's to retry.
+        if store.dispatch_entry(id)?.is_none_or(|e| e.project != p) {
+            return Err(ApiError::new(404, "not_found", format!("project {p:?} has no dispatch {id}")));
+        }
+        store.retry_dispatch(id).map(drop)
+    })
+    .await?;
+    wake.notify_one();
+    Ok(Redirect::to(&format!("/projects/{}?done=retried#history", enc(&project))).into_response())
+}
+
+fn no_dispatch() -> PageError {
+    PageError::new(
+        409,
+        "No dispatch configured",
+        "this server does not dispatch the pull workflow: start serve with --dispatch-repository and \
+         DEFSYNC_DISPATCH_TOKEN",
+    )
 }
 
 /// Percent-encodes a query or path value (everything but RFC 3986's unreserved characters).

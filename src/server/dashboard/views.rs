@@ -6,7 +6,8 @@ use maud::{DOCTYPE, Markup, html};
 
 use super::{EditForm, Me, ProjectView, enc};
 use crate::api::{Commit, OriginType};
-use crate::store::{CommitChange, DispatchState, OutboxEntry, ProjectSummary};
+use crate::model::Definition;
+use crate::store::{CommitChange, DispatchState, OutboxEntry, ProjectSummary, RunStatus, StoredRunReport};
 
 fn layout(title: &str, me: Option<&Me>, body: Markup) -> Markup {
     html! {
@@ -119,12 +120,14 @@ fn git_origin(c: &Commit, web: &str) -> Markup {
     }
 }
 
-/// The outbox row that carries `commit` to Git: its own, or the newer one it was coalesced into.
+/// The outbox row that carries `commit` to Git: its newest (a retry or "Sync now" may add one),
+/// or the newer one it was coalesced into.
 fn dispatch_of<'a>(outbox: &'a [OutboxEntry], commit: &str) -> Option<&'a OutboxEntry> {
-    let mut row = outbox.iter().find(|e| e.commit_id == commit)?;
+    let newest = |c: &str| outbox.iter().filter(|e| e.commit_id == c).max_by_key(|e| e.id);
+    let mut row = newest(commit)?;
     for _ in 0..outbox.len() {
         match (&row.state, &row.coalesced_into) {
-            (DispatchState::Coalesced, Some(into)) => match outbox.iter().find(|e| &e.commit_id == into) {
+            (DispatchState::Coalesced, Some(into)) => match newest(into) {
                 Some(next) => row = next,
                 None => break,
             },
@@ -134,15 +137,54 @@ fn dispatch_of<'a>(outbox: &'a [OutboxEntry], commit: &str) -> Option<&'a Outbox
     Some(row)
 }
 
-/// The pull that carried a commit to Git: `(label, css class, run link, detail)`.
-pub fn dispatch_status(e: &OutboxEntry) -> (&'static str, &'static str, Option<&str>, Option<&str>) {
+/// How the pull that carries a commit to Git stands, in the words the page uses.
+pub struct PullStatus<'a> {
+    /// queued, running, succeeded, failed, not started.
+    pub label: &'static str,
+    pub run: Option<&'a str>,
+    /// What happened, when it went wrong.
+    pub detail: Option<String>,
+    /// What to do about it.
+    pub hint: Option<&'static str>,
+}
+
+pub fn pull_status(e: &OutboxEntry) -> PullStatus<'_> {
     let run = e.run_url.as_deref();
+    let s = |label, detail: Option<String>, hint| PullStatus { label, run, detail, hint };
     match e.state {
-        DispatchState::Pending if e.attempts == 0 => ("queued", "queued", run, None),
-        DispatchState::Pending => ("queued (retrying)", "queued", run, e.last_error.as_deref()),
-        DispatchState::Done => ("dispatched", "running", run, None),
-        DispatchState::Coalesced => ("covered by a newer dispatch", "queued", run, None),
-        DispatchState::Failed => ("failed", "failed", run, e.last_error.as_deref()),
+        DispatchState::Pending if e.attempts == 0 => s("queued", None, None),
+        DispatchState::Pending => s(
+            "queued",
+            e.last_error.as_ref().map(|err| format!("attempt {} failed, retrying: {err}", e.attempts)),
+            None,
+        ),
+        DispatchState::Coalesced => s("queued", None, None),
+        DispatchState::Failed => s(
+            "failed",
+            e.last_error.as_ref().map(|err| format!("the dispatch was refused: {err}")),
+            Some(
+                "Check that the workflow file named by --dispatch-workflow exists on the dispatch ref and has a \
+                 workflow_dispatch trigger, and that the token may start workflows; then Retry.",
+            ),
+        ),
+        DispatchState::Done => match e.run_status {
+            None | Some(RunStatus::Queued) => s("queued", None, None),
+            Some(RunStatus::InProgress) => s("running", None, None),
+            Some(RunStatus::Succeeded) => s("succeeded", None, None),
+            Some(RunStatus::Failed) => s(
+                "failed",
+                Some(format!("the pull run ended: {}", e.run_conclusion.as_deref().unwrap_or("failure"))),
+                Some("Open the run to see why it failed, fix the cause, then Sync now."),
+            ),
+            Some(RunStatus::NotStarted) => s(
+                "not started",
+                Some("GitHub accepted the dispatch, but no run appeared".into()),
+                Some(
+                    "The usual cause is a workflow file missing or misnamed on the dispatch ref: check \
+                     --dispatch-workflow and --dispatch-ref, then Sync now.",
+                ),
+            ),
+        },
     }
 }
 
@@ -205,10 +247,22 @@ pub fn project_page(me: &Me, v: &ProjectView, done: Option<&str>) -> Markup {
                             (changes_list(&v.sync.ahead))
                         }
                         h3 { "Deferred by a conflict preference" }
-                        @if v.sync.deferred.is_empty() { p { "None." } }
-                        @else {
+                        @let reported: Vec<(&StoredRunReport, &crate::api::ReportedKey)> = last_reports(&v.reports)
+                            .into_iter()
+                            .flat_map(|r| r.report.deferred.iter().map(move |k| (r, k)))
+                            .collect();
+                        @if v.sync.deferred.is_empty() && reported.is_empty() { p { "None." } }
+                        @if !v.sync.deferred.is_empty() {
                             p { "A push with " code { "--on-conflict prefer-platform" } " found these keys changed on both sides and deferred them: Git still holds its own version, and the next pull writes the platform's over it." }
                             (changes_list(&v.sync.deferred))
+                        }
+                        @if !reported.is_empty() {
+                            p { "Reported as deferred by the last runs (a pull that prefers Git leaves the platform's version as it is until the next push):" }
+                            ul.changes {
+                                @for (r, k) in &reported {
+                                    li { (k.kind) "/" span.name { (k.name) } " · by the last " (r.report.command) @if let Some(run) = &r.report.run_url { " (" a href=(run) { "run" } ")" } }
+                                }
+                            }
                         }
                     }
                 }
@@ -228,10 +282,7 @@ pub fn project_page(me: &Me, v: &ProjectView, done: Option<&str>) -> Markup {
                 }
             }
 
-            section #conflicts aria-labelledby="conflicts-h" {
-                h2 #conflicts-h { "Conflicts" }
-                p.muted { "No run has reported a conflict." }
-            }
+            (conflicts_section(v))
 
             section #definitions aria-labelledby="definitions-h" {
                 h2 #definitions-h { "Definitions" }
@@ -297,15 +348,69 @@ fn dispatch_cell(me: &Me, pid: &str, v: &ProjectView, c: &Commit) -> Markup {
             @match dispatch_of(&v.outbox, &c.id) {
                 None => @if v.dispatch { span.status.none { "not queued" } } @else { span.status.none { "no dispatch configured" } },
                 Some(e) => {
-                    @let (label, class, run, detail) = dispatch_status(e);
-                    span class={ "status " (class) } data-status=(label) { (label) }
-                    @if let Some(run) = run { " · " a href=(run) { "run" } }
-                    @if let Some(d) = detail { " · " span.detail { (d) } }
+                    @let st = pull_status(e);
+                    span class={ "status " (st.label.replace(' ', "-")) } data-status=(st.label) { (st.label) }
+                    @if let Some(run) = st.run { " · " a href=(run) { "run" } }
+                    @if let Some(d) = &st.detail { " · " span.detail { (d) } }
                     @if e.state == DispatchState::Failed && v.dispatch && me.can_write() {
                         " "
                         form.inline method="post" action={ "/projects/" (pid) "/dispatches/" (e.id) "/retry" } {
                             input type="hidden" name="csrf" value=(me.csrf());
                             button type="submit" { "Retry" }
+                        }
+                    }
+                    @if let Some(h) = st.hint { p.hint { (h) } }
+                }
+            }
+        }
+    }
+}
+
+/// The newest report of each command (pull, push, status): what the last runs said.
+fn last_reports(reports: &[StoredRunReport]) -> Vec<&StoredRunReport> {
+    let mut seen = Vec::new();
+    let mut out = Vec::new();
+    for r in reports {
+        if !seen.contains(&r.report.command.as_str()) {
+            seen.push(r.report.command.as_str());
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// A side of a conflict, as defsync writes its file.
+fn side(kind: &str, name: &str, spec: Option<&serde_json::Value>) -> Markup {
+    html! {
+        @match spec {
+            Some(spec) => pre.yaml { code { (crate::yaml::render(&Definition { kind: kind.to_owned(), name: name.to_owned(), spec: spec.clone() })) } },
+            None => p.muted { "(deleted on this side)" },
+        }
+    }
+}
+
+fn conflicts_section(v: &ProjectView) -> Markup {
+    let last = last_reports(&v.reports);
+    let with_conflicts: Vec<&StoredRunReport> =
+        last.iter().copied().filter(|r| !r.report.conflicts.is_empty()).collect();
+    html! {
+        section #conflicts aria-labelledby="conflicts-h" {
+            h2 #conflicts-h { "Conflicts" }
+            @if with_conflicts.is_empty() {
+                p.muted { @if last.is_empty() { "No run has reported to this server yet." } @else { "The last runs reported no conflict." } }
+            }
+            @for r in with_conflicts {
+                p {
+                    "The last " strong { (r.report.command) } " (" (r.received_at)
+                    @if let Some(run) = &r.report.run_url { ", " a href=(run) { "run" } }
+                    ") found " (r.report.conflicts.len()) " key(s) changed differently on both sides. Nothing was changed for them: edit one side to match the other, or run with --on-conflict prefer-git or prefer-platform."
+                }
+                @for c in &r.report.conflicts {
+                    div.conflict {
+                        h3 { (c.kind) "/" span.name { (c.name) } }
+                        div.side-by-side {
+                            div { h4 { "In Git" } (side(&c.kind, &c.name, c.git.as_ref())) }
+                            div { h4 { "On the platform" } (side(&c.kind, &c.name, c.platform.as_ref())) }
                         }
                     }
                 }

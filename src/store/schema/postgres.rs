@@ -118,9 +118,58 @@ CREATE TABLE api_keys (
 );
 "#;
 
+/// Version 4: run status, webhook deliveries, branch pushes and run reports (see `sqlite.rs`).
+const V4_RUN_STATUS: &str = r#"
+ALTER TABLE dispatch_outbox ADD COLUMN forge TEXT COLLATE "C";
+ALTER TABLE dispatch_outbox ADD COLUMN target TEXT COLLATE "C";
+ALTER TABLE dispatch_outbox ADD COLUMN run_status TEXT COLLATE "C";
+ALTER TABLE dispatch_outbox ADD COLUMN run_conclusion TEXT;
+ALTER TABLE dispatch_outbox ADD COLUMN run_updated_at TEXT;
+ALTER TABLE dispatch_outbox ADD COLUMN sent_ms BIGINT;
+DROP INDEX dispatch_outbox_by_commit;
+CREATE INDEX dispatch_outbox_by_commit ON dispatch_outbox (pid, seq);
+CREATE INDEX dispatch_outbox_by_run ON dispatch_outbox (run_id) WHERE run_id IS NOT NULL;
+CREATE INDEX dispatch_outbox_by_commit_id ON dispatch_outbox (commit_id);
+
+CREATE TABLE webhook_deliveries (
+    forge        TEXT COLLATE "C" NOT NULL,
+    delivery_id  TEXT COLLATE "C" NOT NULL,
+    event        TEXT NOT NULL,
+    received_ms  BIGINT NOT NULL,
+    expires_ms   BIGINT NOT NULL,
+    body         BYTEA,
+    processed_at TEXT,
+    PRIMARY KEY (forge, delivery_id)
+);
+CREATE INDEX webhook_deliveries_by_expiry ON webhook_deliveries (expires_ms);
+
+CREATE TABLE branch_pushes (
+    forge      TEXT COLLATE "C" NOT NULL,
+    repository TEXT COLLATE "C" NOT NULL,
+    ref        TEXT COLLATE "C" NOT NULL,
+    after_sha  TEXT NOT NULL,
+    at         TEXT NOT NULL,
+    PRIMARY KEY (forge, repository, ref)
+);
+
+CREATE TABLE run_reports (
+    id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    pid             BIGINT NOT NULL,
+    received_at     TEXT NOT NULL,
+    command         TEXT NOT NULL,
+    outcome         TEXT NOT NULL,
+    run_url         TEXT,
+    git_commit      TEXT,
+    platform_commit TEXT,
+    conflicts       TEXT NOT NULL,
+    deferred        TEXT NOT NULL
+);
+CREATE INDEX run_reports_by_project ON run_reports (pid, id);
+"#;
+
 /// The statements that take a store from version `n - 1` to `n`, for `n` in 2..=VERSION: the
 /// same numbers as SQLite's.
-const MIGRATIONS: &[(i64, &str)] = &[(2, V2_DISPATCH_OUTBOX), (3, V3_API_KEYS)];
+const MIGRATIONS: &[(i64, &str)] = &[(2, V2_DISPATCH_OUTBOX), (3, V3_API_KEYS), (4, V4_RUN_STATUS)];
 
 /// Creates the tables in an empty schema, migrates an older one, or checks the version. The
 /// version each start found is logged: exactly one process creates or migrates.

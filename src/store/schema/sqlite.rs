@@ -137,8 +137,67 @@ CREATE TABLE api_keys (
 );
 ";
 
+/// Version 4: run status (issue 11). Each outbox row learns where its dispatch went (`forge`,
+/// `target`) and what became of the run it started, from signed webhooks; Sync now and Retry may
+/// queue a second row for one commit, so `(pid, seq)` is no longer unique. Webhook deliveries
+/// are kept (by ID, until they expire) to drop duplicates and to finish one that a stop cut off;
+/// the last push seen per branch, and the reports runs post, are kept too.
+const V4_RUN_STATUS: &str = "
+ALTER TABLE dispatch_outbox ADD COLUMN forge TEXT;
+ALTER TABLE dispatch_outbox ADD COLUMN target TEXT;
+-- queued, in_progress, succeeded, failed or not_started; NULL until something is known.
+ALTER TABLE dispatch_outbox ADD COLUMN run_status TEXT;
+-- The forge's own word for how the run ended: failure, timed_out, cancelled, ...
+ALTER TABLE dispatch_outbox ADD COLUMN run_conclusion TEXT;
+ALTER TABLE dispatch_outbox ADD COLUMN run_updated_at TEXT;
+-- Unix milliseconds when the forge accepted the dispatch: the not-started clock.
+ALTER TABLE dispatch_outbox ADD COLUMN sent_ms INTEGER;
+DROP INDEX dispatch_outbox_by_commit;
+CREATE INDEX dispatch_outbox_by_commit ON dispatch_outbox (pid, seq);
+CREATE INDEX dispatch_outbox_by_run ON dispatch_outbox (run_id) WHERE run_id IS NOT NULL;
+CREATE INDEX dispatch_outbox_by_commit_id ON dispatch_outbox (commit_id);
+
+CREATE TABLE webhook_deliveries (
+    forge        TEXT NOT NULL,
+    delivery_id  TEXT NOT NULL,
+    event        TEXT NOT NULL,
+    received_ms  INTEGER NOT NULL,
+    expires_ms   INTEGER NOT NULL,
+    -- The verified body, until it is processed; then NULL (the ID stays for deduplication).
+    body         BLOB,
+    processed_at TEXT,
+    PRIMARY KEY (forge, delivery_id)
+) WITHOUT ROWID;
+CREATE INDEX webhook_deliveries_by_expiry ON webhook_deliveries (expires_ms);
+
+-- The last push seen on each branch.
+CREATE TABLE branch_pushes (
+    forge      TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    ref        TEXT NOT NULL,
+    after_sha  TEXT NOT NULL,
+    at         TEXT NOT NULL,
+    PRIMARY KEY (forge, repository, ref)
+) WITHOUT ROWID;
+
+CREATE TABLE run_reports (
+    id              INTEGER PRIMARY KEY,
+    pid             INTEGER NOT NULL,
+    received_at     TEXT NOT NULL,
+    command         TEXT NOT NULL,
+    outcome         TEXT NOT NULL,
+    run_url         TEXT,
+    git_commit      TEXT,
+    platform_commit TEXT,
+    -- JSON arrays, as the run sent them.
+    conflicts       TEXT NOT NULL,
+    deferred        TEXT NOT NULL
+);
+CREATE INDEX run_reports_by_project ON run_reports (pid, id);
+";
+
 /// The statements that take a store from version `n - 1` to `n`, for `n` in 2..=VERSION.
-const MIGRATIONS: &[(i64, &str)] = &[(2, V2_DISPATCH_OUTBOX), (3, V3_API_KEYS)];
+const MIGRATIONS: &[(i64, &str)] = &[(2, V2_DISPATCH_OUTBOX), (3, V3_API_KEYS), (4, V4_RUN_STATUS)];
 
 /// Creates the tables on a new store, migrates an older one, or checks the version.
 pub fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
@@ -194,6 +253,8 @@ mod tests {
         let n: i64 = conn.query_row("SELECT count(*) FROM dispatch_outbox", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 0);
         let n: i64 = conn.query_row("SELECT count(*) FROM api_keys", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 0);
+        let n: i64 = conn.query_row("SELECT count(*) FROM run_reports", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 0);
         // Opening again changes nothing.
         migrate(&mut conn).unwrap();
