@@ -130,6 +130,19 @@ for cmd, desc in [("pull", "Bring the platform's head into this branch: write th
         "${{ github.action_path }}/..", GEN))
 
 # ---------------------------------------------------------------------------------------------
+# The example pull workflow's run-name: `defsync serve` ties a run to the dispatch that started it
+# by the platform commit ID in the run's title, where GitHub's answer to the dispatch named no
+# run (see "Run status" in the README). The example is hand-written; only this line is generated.
+PULL_RUN_NAME = "run-name: defsync pull ${{ inputs.projectId }} ${{ inputs.commitId }}"
+PULL_EXAMPLE = "examples/workflows/defsync-pull.yml"
+if os.path.exists(PULL_EXAMPLE):
+    lines = open(PULL_EXAMPLE).read().split("\n")
+    lines = [l for l in lines if not l.startswith("run-name:")]
+    at = lines.index("name: defsync pull") + 1
+    lines.insert(at, PULL_RUN_NAME)
+    open(PULL_EXAMPLE, "w").write("\n".join(lines))
+
+# ---------------------------------------------------------------------------------------------
 # The GitLab CI/CD component: templates/<name>.yml in GitLab's component-project layout, with
 # the Action's inputs as typed `spec: inputs`, and scripts/gitlab-job.sh as the job's script.
 import os

@@ -13,6 +13,7 @@
 mod autodispatch;
 pub mod dashboard;
 pub mod metrics;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use autodispatch::AutoDispatch;
+pub use webhooks::{MAX_WEBHOOK_BODY_BYTES, WebhookOptions};
 
 use anyhow::Context as _;
 use axum::Router;
@@ -65,6 +67,8 @@ pub struct ServeOptions {
     pub json_logs: bool,
     /// Serve the web dashboard at `/` (`None`: no dashboard).
     pub dashboard: Option<dashboard::DashboardOptions>,
+    /// Signed webhooks from the forges, for run status.
+    pub webhooks: WebhookOptions,
 }
 
 impl std::fmt::Debug for ServeOptions {
@@ -78,6 +82,7 @@ impl std::fmt::Debug for ServeOptions {
             .field("metrics_listen", &self.metrics_listen)
             .field("json_logs", &self.json_logs)
             .field("dashboard", &self.dashboard)
+            .field("webhooks", &self.webhooks)
             .finish()
     }
 }
@@ -116,6 +121,14 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     }
     let metrics = Arc::new(Metrics::new());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let hooks = if options.webhooks.any() {
+        Some(Arc::new(
+            webhooks::Webhooks::new(&options.webhooks, options.dispatch.as_ref())
+                .context("the webhook configuration")?,
+        ))
+    } else {
+        None
+    };
     let (wake, worker) = match options.dispatch {
         Some(config) => {
             // On before the first request, so no commit goes without its dispatch.
@@ -147,7 +160,10 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         wake_dispatcher: wake,
         metrics,
         dashboard: options.dashboard.map(dashboard::Dashboard::new),
+        webhooks: hooks.clone(),
     });
+    // Deliveries recorded before a stop are processed now, then each as it arrives.
+    let hook_task = hooks.map(|h| webhooks::start(state.store.clone(), h, stop_rx.clone()));
     let app = build_router(state.clone(), options.metrics_listen.is_none());
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
@@ -188,6 +204,13 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let served = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx)).await.context("serving");
     if let Some(metrics_server) = metrics_server {
         let _ = metrics_server.await;
+    }
+    if let Some(task) = hook_task {
+        // A delivery being processed is recorded: cut off, it is processed at the next start.
+        let abort = task.abort_handle();
+        if tokio::time::timeout(WORKER_STOP_TIMEOUT, task).await.is_err() {
+            abort.abort();
+        }
     }
     if let Some(worker) = worker {
         // The worker saw the same signal and stops between two dispatches.
@@ -255,6 +278,8 @@ struct AppState {
     metrics: Arc<Metrics>,
     /// The web dashboard's sessions and settings, when it is served.
     dashboard: Option<dashboard::Dashboard>,
+    /// Webhooks, when a secret is configured.
+    webhooks: Option<Arc<webhooks::Webhooks>>,
 }
 
 /// The Sync API over `store`, accepting `keys` (full access) and the store's own keys as bearer
@@ -266,6 +291,7 @@ pub fn router(store: Arc<Store>, keys: &[String]) -> Router {
         wake_dispatcher: None,
         metrics: Arc::new(Metrics::new()),
         dashboard: None,
+        webhooks: None,
     });
     build_router(state, true)
 }
@@ -278,7 +304,8 @@ fn build_router(state: Arc<AppState>, metrics_behind_key: bool) -> Router {
         .route("/v1/projects/{project}/commits", get(list_commits).post(create_commit))
         .route("/v1/projects/{project}/commits/{commit}", get(get_commit))
         .route("/v1/projects/{project}/commits/{commit}/manifest", get(get_manifest))
-        .route(BATCH_GET_ROUTE, post(batch_get));
+        .route(BATCH_GET_ROUTE, post(batch_get))
+        .route("/v1/projects/{project}/dispatches", get(list_dispatches));
     if metrics_behind_key {
         api = api.route("/metrics", get(get_metrics));
     }
@@ -286,7 +313,12 @@ fn build_router(state: Arc<AppState>, metrics_behind_key: bool) -> Router {
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    let mut app = Router::new().route("/healthz", get(healthz)).merge(api).layer(middleware::from_fn(json_errors));
+    // Outside the key check: a forge signs its deliveries instead.
+    let hooks = Router::new()
+        .route("/v1/webhooks/github", post(webhooks::github))
+        .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BODY_BYTES));
+    let mut app =
+        Router::new().route("/healthz", get(healthz)).merge(hooks).merge(api).layer(middleware::from_fn(json_errors));
     if state.dashboard.is_some() {
         // Outside the API's key check and JSON errors: the pages have a login and HTML errors.
         app = app.merge(dashboard::routes());
@@ -461,6 +493,41 @@ async fn batch_get(State(s): State<Arc<AppState>>, Path(project): Path<String>, 
     Ok(response)
 }
 
+/// `GET /v1/projects/{project}/dispatches`: the project's outbox rows, oldest first, with the
+/// status of the run each started (an extension of `serve`, for operators and tests).
+async fn list_dispatches(State(s): State<Arc<AppState>>, Path(project): Path<String>) -> Answer {
+    let store = s.store.clone();
+    let rows = blocking(move || {
+        store.project(&project)?;
+        store.dispatch_outbox(Some(&project))
+    })
+    .await?;
+    let rows: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|r| {
+            serde_json::json!({
+                "id": r.id,
+                "commit": r.commit_id,
+                "seq": r.seq,
+                "created_at": r.created_at,
+                "state": r.state.as_str(),
+                "attempts": r.attempts,
+                "last_error": r.last_error,
+                "done_at": r.done_at,
+                "coalesced_into": r.coalesced_into,
+                "forge": r.forge,
+                "target": r.target,
+                "run_id": r.run_id,
+                "run_url": r.run_url,
+                "run_status": r.run_status.map(|s| s.as_str()),
+                "run_conclusion": r.run_conclusion,
+                "run_updated_at": r.run_updated_at,
+            })
+        })
+        .collect();
+    Ok(json(StatusCode::OK, &serde_json::json!({ "dispatches": rows })))
+}
+
 async fn no_route() -> Failure {
     Failure(ApiError::new(404, "not_found", "no such endpoint of the Sync API (paths start with /v1/projects/)"))
 }
@@ -587,6 +654,7 @@ fn key_index(given: &[u8], known: &[[u8; 32]]) -> Option<usize> {
 /// Gives axum's own error answers (unknown route, wrong method, body over the limit, ...) the
 /// contract's JSON form, so clients parse every error the same way.
 async fn json_errors(request: Request, next: Next) -> Response {
+    let webhook = request.uri().path().starts_with("/v1/webhooks/");
     let response = next.run(request).await;
     let status = response.status();
     let is_json = response
@@ -600,6 +668,10 @@ async fn json_errors(request: Request, next: Next) -> Response {
     let (code, message) = match status {
         StatusCode::NOT_FOUND => ("not_found", "no such endpoint of the Sync API".to_owned()),
         StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this endpoint does not take that method".into()),
+        StatusCode::PAYLOAD_TOO_LARGE if webhook => (
+            "payload_too_large",
+            format!("the webhook body is over this server's limit of {} MiB", MAX_WEBHOOK_BODY_BYTES / (1024 * 1024)),
+        ),
         StatusCode::PAYLOAD_TOO_LARGE => (
             "payload_too_large",
             format!("the request body is over this platform's limit of {} MiB", MAX_BODY_BYTES / (1024 * 1024)),
@@ -695,6 +767,7 @@ mod tests {
             metrics_listen: None,
             json_logs: false,
             dashboard: None,
+            webhooks: WebhookOptions { github_secret: Some("hooksecret".into()) },
         };
         assert!(!format!("{o:?}").contains("secret"));
     }

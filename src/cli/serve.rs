@@ -10,7 +10,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use crate::forge::github::{DEFAULT_API_URL, RepoName};
 use crate::server::dashboard::DashboardOptions;
-use crate::server::{AutoDispatch, ServeOptions, serve};
+use crate::server::{AutoDispatch, ServeOptions, WebhookOptions, serve};
 use crate::store::{RetryPolicy, StoreLocation};
 
 const DISPATCH: &str = "Dispatching the pull workflow (on when a repository and a token are given)";
@@ -132,6 +132,32 @@ pub struct ServeArgs {
     #[arg(long, env = "DEFSYNC_DISPATCH_MAX_ATTEMPTS", default_value_t = 25, hide = true,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub dispatch_max_attempts: u32,
+    /// With webhooks on (DEFSYNC_GITHUB_WEBHOOK_SECRET set): a dispatch whose run has not
+    /// appeared after this long is marked "not started"; the common cause is a workflow file
+    /// missing or misnamed on the ref. A number with a unit: 90s, 10m, 1h.
+    #[arg(long, env = "DEFSYNC_DISPATCH_RUN_TIMEOUT", default_value = "10m", value_name = "DURATION",
+          value_parser = parse_duration, help_heading = DISPATCH)]
+    pub dispatch_run_timeout: Duration,
+}
+
+/// `500ms`, `90s`, `10m`, `1h`; a bare number is seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 =
+        number.parse().map_err(|_| format!("{s:?} is not a duration: give a number with a unit, as 90s or 10m"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("{s:?} has an unknown unit {unit:?}: use ms, s, m or h")),
+    };
+    if d.is_zero() {
+        return Err("the duration must be above zero".into());
+    }
+    Ok(d)
 }
 
 /// Parses `--store` with an error of its own: clap's would quote the value, and a URL's password
@@ -221,6 +247,7 @@ impl ServeArgs {
                 backoff_cap: Duration::from_millis(self.dispatch_backoff_max_ms.max(self.dispatch_backoff_ms)),
                 max_attempts: self.dispatch_max_attempts,
             },
+            run_timeout: None,
         }))
     }
 }
@@ -263,8 +290,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     // Configuration errors are typed, so they exit 2 like every other configuration error.
     let config = |e: String| anyhow::Error::from(crate::error::Error::Config(e));
-    let dispatch = args.dispatch().map_err(|e| config(format!("{e:#}")))?;
     let dashboard = args.dashboard().map_err(config)?;
+    let mut dispatch = args.dispatch().map_err(|e| config(format!("{e:#}")))?;
+    let webhooks = webhook_options_from_env();
+    if webhooks.any()
+        && let Some(d) = dispatch.as_mut()
+    {
+        d.run_timeout = Some(args.dispatch_run_timeout);
+    }
     serve(ServeOptions {
         store: args.store.store,
         listen: args.listen,
@@ -274,8 +307,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics_listen: args.metrics_listen,
         json_logs: args.log_format == LogFormat::Json,
         dashboard,
+        webhooks,
     })
     .await
+}
+
+/// The webhook secrets, from the environment only: a secret on a command line shows in `ps`.
+/// HMAC needs the GitHub secret itself, so it cannot be kept hashed.
+fn webhook_options_from_env() -> WebhookOptions {
+    let var = |name: &str| std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    WebhookOptions { github_secret: var("DEFSYNC_GITHUB_WEBHOOK_SECRET") }
 }
 
 #[cfg(test)]
@@ -344,5 +385,19 @@ mod tests {
         assert_eq!(d.poll_interval, Duration::from_secs(1));
         let cli = Cli::parse_from(["serve", "--dispatch-repository", "octo/defs", "--dispatch-token", "ghp_secret"]);
         assert!(!format!("{:?}", cli.args).contains("ghp_secret"));
+    }
+
+    #[test]
+    fn run_timeouts_parse_with_units() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("10 days").unwrap_err().contains("unit"));
+        assert!(parse_duration("soon").is_err());
+        let cli = Cli::parse_from(["serve"]);
+        assert_eq!(cli.args.dispatch_run_timeout, Duration::from_secs(600));
     }
 }

@@ -40,6 +40,9 @@ pub struct AutoDispatch {
     /// How often the outbox is read when nothing wakes the worker.
     pub poll_interval: Duration,
     pub policy: RetryPolicy,
+    /// With webhooks on: a dispatch that started no run within this time is marked
+    /// `not_started`. `None` without webhooks, where no run is ever seen.
+    pub run_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for AutoDispatch {
@@ -52,6 +55,7 @@ impl std::fmt::Debug for AutoDispatch {
             .field("api_url", &self.api_url)
             .field("poll_interval", &self.poll_interval)
             .field("policy", &self.policy)
+            .field("run_timeout", &self.run_timeout)
             .finish()
     }
 }
@@ -105,8 +109,15 @@ impl Worker {
 
     async fn run(self) {
         let mut stop = self.stop.clone();
+        let mut last_sweep = tokio::time::Instant::now();
         while !self.stopping() {
             self.round().await;
+            if let Some(timeout) = self.config.run_timeout
+                && last_sweep.elapsed() >= sweep_interval(timeout)
+            {
+                last_sweep = tokio::time::Instant::now();
+                self.sweep(timeout).await;
+            }
             // A commit made during the round left a permit: the next round starts at once.
             tokio::select! {
                 () = self.wake.notified() => {}
@@ -139,6 +150,26 @@ impl Worker {
                 return;
             }
             self.send(d).await;
+        }
+    }
+
+    /// Marks `not_started` the dispatches that started no run within `timeout`.
+    async fn sweep(&self, timeout: Duration) {
+        let store = self.store.clone();
+        match blocking(move || store.mark_runs_not_started(timeout)).await {
+            Ok(rows) => {
+                for r in rows {
+                    tracing::warn!(
+                        "dispatch: no run started within {}s for project {}, commit {} (sent to {}): {}",
+                        timeout.as_secs(),
+                        data(&r.project),
+                        data(&r.commit_id),
+                        data(r.target.as_deref().unwrap_or("?")),
+                        crate::store::NOT_STARTED_MESSAGE
+                    );
+                }
+            }
+            Err(e) => tracing::error!("dispatch: cannot look for dispatches that started no run: {}", data(&e)),
         }
     }
 
@@ -231,6 +262,11 @@ impl Worker {
     }
 }
 
+/// How often the not-started sweep runs: a quarter of the timeout, at most every 30 s.
+fn sweep_interval(timeout: Duration) -> Duration {
+    (timeout / 4).min(Duration::from_secs(30))
+}
+
 /// Whether GitHub would answer the same however often the dispatch is sent: a bad or
 /// under-privileged token (401, 403), an unknown repository or workflow (404), a ref or inputs
 /// the workflow refuses (422). Those wait for a person; outages, timeouts and rate limits pass.
@@ -298,6 +334,7 @@ mod tests {
             api_url: "https://api.github.com".into(),
             poll_interval: Duration::from_secs(1),
             policy: RetryPolicy::default(),
+            run_timeout: None,
         };
         assert!(!format!("{config:?}").contains("secret"));
     }

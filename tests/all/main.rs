@@ -21,4 +21,5 @@ mod proxy;
 mod server;
 mod support;
 mod sync;
+mod webhooks;
 mod yaml12;

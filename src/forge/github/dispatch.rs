@@ -1,4 +1,5 @@
-//! Triggering the pull workflow (`workflow_dispatch`), as the platform does after an edit.
+//! Triggering the pull workflow (`workflow_dispatch`), as the platform does after an edit, and
+//! reading back the run it started, as `serve` does when a webhook says the run changed.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +12,21 @@ pub struct DispatchedRun {
     #[serde(rename = "workflow_run_id")]
     pub id: u64,
     pub html_url: Option<String>,
+}
+
+/// A workflow run as `GET /repos/{owner}/{repo}/actions/runs/{run_id}` returns it: the fields
+/// `serve` records.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct WorkflowRun {
+    pub id: u64,
+    /// `queued`, `in_progress`, `completed`, `waiting`, `requested`, `pending`.
+    pub status: Option<String>,
+    /// Once completed: `success`, `failure`, `cancelled`, `timed_out`, `skipped`, …
+    pub conclusion: Option<String>,
+    pub html_url: Option<String>,
+    /// The run's name as shown; the pull workflow's `run-name` puts the commit ID in it.
+    pub display_title: Option<String>,
+    pub event: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -58,5 +74,13 @@ impl GitHub {
             return Ok(None);
         }
         self.parse::<DispatchedRun>(&req, &answer).map(Some)
+    }
+
+    /// Reads workflow run `run_id` of `repo`.
+    pub async fn workflow_run(&self, repo: &RepoName, run_id: u64) -> Result<WorkflowRun, GitHubError> {
+        let path = format!("{}/actions/runs/{run_id}", repo.path());
+        let req = Req::get(path, format!("read workflow run {run_id} in {repo}")).needs(Permission::ActionsRead);
+        let answer = self.call(&req).await?;
+        self.parse::<WorkflowRun>(&req, &answer)
     }
 }

@@ -20,6 +20,8 @@ pub enum Permission {
     IssuesWrite,
     /// Trigger a workflow (`workflow_dispatch`).
     ActionsWrite,
+    /// Read workflow runs.
+    ActionsRead,
     /// Read the repository's Actions settings; needs an administrator's token.
     AdministrationRead,
 }
@@ -33,6 +35,7 @@ impl Permission {
             Permission::PullRequestsWrite => "pull-requests: write",
             Permission::IssuesWrite => "issues: write",
             Permission::ActionsWrite => "actions: write",
+            Permission::ActionsRead => "actions: read",
             Permission::AdministrationRead => "administration: read",
         }
     }
@@ -45,6 +48,7 @@ impl Permission {
             Permission::PullRequestsWrite => "Pull requests: Read and write",
             Permission::IssuesWrite => "Issues: Read and write",
             Permission::ActionsWrite => "Actions: Read and write",
+            Permission::ActionsRead => "Actions: Read-only",
             Permission::AdministrationRead => "Administration: Read-only",
         }
     }

@@ -12,9 +12,10 @@ pub mod doctor;
 mod errors;
 mod forge;
 mod pulls;
+pub mod webhook;
 
 pub use client::{API_VERSION, DEFAULT_API_URL, GitHub, GitHubOptions, RepoName};
-pub use dispatch::DispatchedRun;
+pub use dispatch::{DispatchedRun, WorkflowRun};
 pub use errors::{ErrorInfo, ErrorKind, GitHubError, Permission};
 pub use forge::GitHubForge;
 pub use pulls::{PrBody, PullRequest, PullRequestSpec, render_pr_body};

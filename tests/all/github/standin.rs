@@ -77,6 +77,10 @@ pub struct State {
     pub dispatches: Vec<Value>,
     /// Answer dispatches with 200 and a run ID (newer GitHub) rather than 204.
     pub dispatch_run_details: bool,
+    /// Workflow runs by ID: `status`, `conclusion` and `display_title`, merged into GitHub's
+    /// example run. A dispatch adds one, queued, titled as the pull workflow's `run-name`
+    /// makes it; tests move it on with [`StandIn::set_run`].
+    pub runs: std::collections::BTreeMap<u64, Value>,
     pub rules: Value,
     pub protected: bool,
     pub actions_can_create_prs: bool,
@@ -145,6 +149,7 @@ impl StandIn {
             pulls: vec![],
             dispatches: vec![],
             dispatch_run_details: true,
+            runs: Default::default(),
             rules: json!([]),
             protected: false,
             actions_can_create_prs: true,
@@ -167,6 +172,14 @@ impl StandIn {
             axum::serve(listener, app).await.unwrap();
         });
         StandIn { url: base_url, state, bare, _dir: dir }
+    }
+
+    /// Sets a run's `status` and `conclusion` (a new run gets `title` as its display title).
+    pub fn set_run(&self, id: u64, status: &str, conclusion: Option<&str>, title: &str) {
+        let mut s = self.state.lock().unwrap();
+        let run = s.runs.entry(id).or_insert_with(|| json!({"display_title": title}));
+        run["status"] = json!(status);
+        run["conclusion"] = json!(conclusion);
     }
 
     pub fn git(&self, args: &[&str]) -> String {
@@ -765,6 +778,13 @@ fn route(s: &mut State, m: &str, path: &str, query: &[(String, String)], body: O
             let b = body.unwrap().clone();
             s.dispatches.push(b.clone());
             let id = 30433642 + s.dispatches.len() as u64;
+            // The title the pull workflow's `run-name` gives its runs (scripts/gen-action.py).
+            let title = format!(
+                "defsync pull {} {}",
+                b["inputs"]["projectId"].as_str().unwrap_or_default(),
+                b["inputs"]["commitId"].as_str().unwrap_or_default()
+            );
+            s.runs.insert(id, json!({"status": "queued", "conclusion": null, "display_title": title}));
             if s.dispatch_run_details && b["return_run_details"] == true {
                 reply(
                     200,
@@ -773,6 +793,21 @@ fn route(s: &mut State, m: &str, path: &str, query: &[(String, String)], body: O
             } else {
                 Reply { status: 204, body: None, headers: vec![] }
             }
+        }
+        ("get", r) if r.starts_with("/actions/runs/") => {
+            let found = r["/actions/runs/".len()..].parse::<u64>().ok().and_then(|id| Some((id, s.runs.get(&id)?)));
+            let Some((id, run)) = found else {
+                return error(404, "Not Found", "actions/workflow-runs#get-a-workflow-run");
+            };
+            let mut out = schema::example("get", "/repos/{owner}/{repo}/actions/runs/{run_id}", 200);
+            out["id"] = json!(id);
+            out["event"] = json!("workflow_dispatch");
+            out["url"] = json!(format!("{api}/actions/runs/{id}"));
+            out["html_url"] = json!(format!("{html}/actions/runs/{id}"));
+            for field in ["status", "conclusion", "display_title"] {
+                out[field] = run[field].clone();
+            }
+            reply(200, out)
         }
         _ => error(404, "Not Found", "repos"),
     }
