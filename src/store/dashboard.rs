@@ -213,3 +213,96 @@ impl Store {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::api::ETag;
+
+    const P: &str = "p1";
+
+    fn commit(s: &Store, origin: &str, changes: Value) -> Commit {
+        let parent = s.project(P).unwrap().0.head.map(|h| h.id);
+        let origin = match origin {
+            "git" => json!({"type": "git", "repository": "acme/defs", "ref": "refs/heads/main", "path": "defs"}),
+            other => json!({"type": other}),
+        };
+        let body = json!({"parent": parent, "message": "m", "origin": origin, "changes": changes});
+        s.create_commit(P, &serde_json::to_vec(&body).unwrap(), None).unwrap()
+    }
+
+    fn put(kind: &str, name: &str, v: i64) -> Value {
+        json!({"op": "put", "kind": kind, "name": name, "spec": {"v": v}})
+    }
+
+    fn ops(changes: &[CommitChange]) -> Vec<String> {
+        changes.iter().map(|c| format!("{} {}/{}", c.op.as_str(), c.kind, c.name)).collect()
+    }
+
+    #[test]
+    fn history_pages_list_each_commits_changes_newest_first() {
+        super::super::tests::on_both(|s| {
+            s.put_project(P, "One").unwrap();
+            commit(&s, "dashboard", json!([put("w", "a", 1), put("w", "b", 1)]));
+            commit(&s, "api", json!([put("w", "a", 2), {"op": "delete", "kind": "w", "name": "b"}]));
+            let c3 = commit(&s, "dashboard", json!([put("w", "b", 3)]));
+
+            let page = s.history(P, None, 2).unwrap();
+            let seqs: Vec<u64> = page.commits.iter().map(|(c, _)| c.seq).collect();
+            assert_eq!(seqs, [3, 2]);
+            assert_eq!(ops(&page.commits[0].1), ["added w/b"]);
+            assert_eq!(ops(&page.commits[1].1), ["modified w/a", "deleted w/b"]);
+            assert_eq!(page.older, Some(2));
+            let older = s.history(P, page.older, 2).unwrap();
+            assert_eq!(older.commits.len(), 1);
+            assert_eq!(ops(&older.commits[0].1), ["added w/a", "added w/b"]);
+            assert_eq!(older.older, None);
+
+            let defs = s.definitions(P).unwrap();
+            let last: Vec<(String, u64)> =
+                defs.iter().map(|d| (d.name.clone(), d.changed_by.as_ref().unwrap().seq)).collect();
+            assert_eq!(last, [("a".to_owned(), 2), ("b".to_owned(), 3)]);
+            assert_eq!(defs[1].changed_by.as_ref().unwrap().id, c3.id);
+            assert_eq!(s.project_list().unwrap()[0], ProjectSummary { id: P.into(), name: "One".into(), head_seq: 3 });
+        });
+    }
+
+    #[test]
+    fn keys_ahead_and_keys_deferred_by_a_push_are_told_apart() {
+        super::super::tests::on_both(|s| {
+            s.put_project(P, "One").unwrap();
+            assert!(s.sync_view(P).unwrap().record.is_none());
+            let c = commit(
+                &s,
+                "dashboard",
+                json!([put("w", "same", 1), put("w", "edited", 1), put("w", "gone", 1), put("w", "deferred", 1)]),
+            );
+            let digest = |name: &str, v: i64| {
+                Definition { kind: "w".into(), name: name.into(), spec: json!({"v": v}) }.digest().to_string()
+            };
+            let base: Vec<Value> = ["same", "edited", "gone", "deferred"]
+                .iter()
+                .map(|n| json!({"kind": "w", "name": n, "digest": digest(n, 1)}))
+                .collect();
+            let link = json!({"repository": "acme/defs", "ref": "refs/heads/main", "path": "defs",
+                "direction": "bidirectional", "commit": c.id, "replace_base": true, "base": base});
+            let (_, etag) = s.put_sync(P, Some(&ETag::none().0), &serde_json::to_vec(&link).unwrap()).unwrap();
+            commit(
+                &s,
+                "dashboard",
+                json!([put("w", "edited", 2), put("w", "new", 1), {"op": "delete", "kind": "w", "name": "gone"}]),
+            );
+            // A push that preferred the platform recorded Git's version, which the platform never held.
+            let deferral = json!({"repository": "acme/defs", "ref": "refs/heads/main", "path": "defs",
+                "direction": "bidirectional", "base": [{"kind": "w", "name": "deferred", "digest": digest("deferred", 99)}]});
+            s.put_sync(P, Some(&etag.0), &serde_json::to_vec(&deferral).unwrap()).unwrap();
+
+            let view = s.sync_view(P).unwrap();
+            assert_eq!(view.record.unwrap().repository, "acme/defs");
+            assert_eq!(ops(&view.ahead), ["modified w/edited", "deleted w/gone", "added w/new"]);
+            assert_eq!(ops(&view.deferred), ["modified w/deferred"]);
+        });
+    }
+}

@@ -4,15 +4,18 @@
 //! in `tests/browser/` (see `browser` below).
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, SET_COOKIE};
 use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 
+use crate::github::standin::{Action, StandIn};
 use crate::server::ServerProcess;
-use crate::support::BIN;
+use crate::support::{BIN, Env};
 
 const KEY: &str = "dashboard-full-key";
 const P: &str = "p1";
@@ -414,4 +417,249 @@ async fn invalid_yaml_is_refused_at_its_line_as_the_api_would() {
     let r = web.post(&format!("/projects/{P}/save"), &pairs).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
     assert_eq!(head_seq(&s).await, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// In a real browser
+// ---------------------------------------------------------------------------------------------
+
+const TOKEN: &str = "ghp_dashboarddispatch";
+const WEBHOOK_SECRET: &str = "dashboard-webhook-secret";
+/// A name with markup and script in it: the pages must show it as text.
+const HTML_NAME: &str = "<b>bold</b> <script>window.__defsync_xss = 1; alert(1)</script>";
+
+/// The Python with Playwright and the Chromium that drive the browser test, or why they are
+/// missing. Nothing is downloaded here: `.ci/browser.sh` installs them.
+fn browser_tools() -> Result<(PathBuf, PathBuf), String> {
+    let chromium = PathBuf::from(std::env::var("DEFSYNC_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
+    if !chromium.is_file() {
+        return Err(format!(
+            "no Chromium at {} (apt-get install chromium, or set DEFSYNC_CHROMIUM)",
+            chromium.display()
+        ));
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let candidates: Vec<PathBuf> = match std::env::var("DEFSYNC_BROWSER_PYTHON") {
+        Ok(p) => vec![p.into()],
+        Err(_) => vec![target.join("browser-venv/bin/python"), "python3".into()],
+    };
+    for python in &candidates {
+        let ok =
+            Command::new(python).args(["-c", "import playwright.sync_api"]).output().is_ok_and(|o| o.status.success());
+        if ok {
+            return Ok((python.clone(), chromium));
+        }
+    }
+    Err(format!(
+        "no Python with Playwright among {candidates:?} (bash .ci/browser.sh makes target/browser-venv, or set \
+         DEFSYNC_BROWSER_PYTHON)"
+    ))
+}
+
+/// Spec of each side of a conflict from a `--json` report, as a run reports it to the platform.
+fn reported_conflicts(report: &Value) -> Vec<defsync::api::ReportedConflict> {
+    let spec = |yaml: &Value| yaml.as_str().map(|y| defsync::yaml::parse(y.as_bytes()).unwrap().spec);
+    report["conflicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| defsync::api::ReportedConflict {
+            kind: c["kind"].as_str().unwrap().into(),
+            name: c["name"].as_str().unwrap().into(),
+            git: spec(&c["git_yaml"]),
+            platform: spec(&c["platform_yaml"]),
+        })
+        .collect()
+}
+
+/// Log in, see a name with HTML as text, see a conflict, edit a definition and watch its pull
+/// succeed on a signed webhook, then fail when GitHub has no such workflow: Chromium, driven by
+/// `tests/browser/dashboard.py`, against a real `serve` dispatching to the GitHub stand-in.
+/// Skips unless Chromium and Playwright are there; `DEFSYNC_REQUIRE_BROWSER=1` (CI) makes that a
+/// failure. With `DEFSYNC_SCREENSHOTS=<dir>` it writes the README's screenshots there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_end_to_end() {
+    let (python, chromium) = match browser_tools() {
+        Ok(tools) => tools,
+        Err(why) if std::env::var("DEFSYNC_REQUIRE_BROWSER").is_ok_and(|v| v == "1") => {
+            panic!("DEFSYNC_REQUIRE_BROWSER=1, but the browser test cannot run: {why}")
+        }
+        Err(why) => {
+            eprintln!("SKIPPED dashboard::browser_end_to_end: {why}; set DEFSYNC_REQUIRE_BROWSER=1 to fail instead");
+            return;
+        }
+    };
+    let standin = StandIn::start("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.db");
+    let server = ServerProcess::start_with(
+        &store,
+        KEY,
+        &["--dispatch-repository", "octo/defs", "--github-api-url", standin.url.as_str()],
+        &[
+            ("DEFSYNC_DISPATCH_TOKEN", TOKEN),
+            ("DEFSYNC_DISPATCH_POLL_MS", "50"),
+            ("DEFSYNC_DISPATCH_BACKOFF_MS", "200"),
+            ("DEFSYNC_GITHUB_WEBHOOK_SECRET", WEBHOOK_SECRET),
+        ],
+    );
+    let url = server.url();
+
+    // The Git side, and a conflict found by a real pull and reported to the platform.
+    let env = tokio::task::block_in_place(|| Env::on_server(&url, KEY));
+    let renamed = reqwest::Client::new()
+        .put(format!("{url}/v1/projects/{P}"))
+        .bearer_auth(KEY)
+        .json(&json!({"name": "Project one"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(renamed.status().is_success());
+    let env = tokio::task::block_in_place(|| {
+        env.dashboard_put("workflow", "notify-on-deal", json!({"channel": "#sales", "retries": 3}));
+        env.dashboard_put("connection", "salesforce", json!({"api_version": "61.0"}));
+        env.dashboard_put("workflow", HTML_NAME, json!({"note": "</textarea><img src=x onerror=alert(1)>"}));
+        env.run("pull", &[]).ok();
+        env.dashboard_put("workflow", "notify-on-deal", json!({"channel": "#sales", "retries": 9}));
+        let f = "defs/workflow/notify-on-deal.yaml";
+        env.write(f, &env.read(f).replace("retries: 3", "retries: 7"));
+        env.commit_and_push("git edit");
+        env
+    });
+    let pull = tokio::task::block_in_place(|| env.run("pull", &[]));
+    assert_eq!(pull.code, 3, "{pull:#?}");
+    let report = defsync::api::RunReport {
+        command: "pull".into(),
+        outcome: "conflict".into(),
+        run_url: Some(format!("{}/octo/defs/actions/runs/1", standin.url)),
+        git_commit: Some(env.origin_head()),
+        platform_commit: pull.json()["platform_commit"]["id"].as_str().map(str::to_owned),
+        conflicts: reported_conflicts(&pull.json()),
+        deferred: vec![],
+    };
+    defsync::store::Store::open(&store).unwrap().add_run_report(P, &report).unwrap();
+
+    let shots = match std::env::var("DEFSYNC_SCREENSHOTS") {
+        Ok(d) if !d.is_empty() => PathBuf::from(d),
+        _ => dir.path().join("screenshots"),
+    };
+    std::fs::create_dir_all(&shots).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/dashboard.py");
+    let mut child = tokio::process::Command::new(&python)
+        .arg(&script)
+        .env("DEFSYNC_URL", &url)
+        .env("DEFSYNC_KEY", KEY)
+        .env("DEFSYNC_HTML_NAME", HTML_NAME)
+        .env("DEFSYNC_CHROMIUM", &chromium)
+        .env("DEFSYNC_SCREENSHOTS", &shots)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the browser script");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let stderr = child.stderr.take().unwrap();
+    let log = tokio::spawn(async move {
+        let mut text = String::new();
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    let mut done = false;
+    let started = Instant::now();
+    while let Ok(Ok(Some(line))) = tokio::time::timeout(Duration::from_secs(180), lines.next_line()).await {
+        let message: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON from the script: {line}"));
+        if message["done"] == true {
+            done = true;
+            break;
+        }
+        let answer = match message["request"].as_str() {
+            Some("workflow-missing") => {
+                // GitHub's answer for a workflow file that is not on the ref.
+                standin.inject(
+                    "POST",
+                    "/dispatches",
+                    Action::Answer {
+                        status: 404,
+                        headers: vec![],
+                        body: json!({"message": "Not Found", "documentation_url": "https://docs.github.com/rest/actions/workflows#create-a-workflow-dispatch-event", "status": "404"}),
+                    },
+                );
+                json!({"ok": true})
+            }
+            Some("run-completed") => {
+                run_completed(
+                    &standin,
+                    &server,
+                    &store,
+                    message["seq"].as_u64().unwrap(),
+                    message["conclusion"].as_str().unwrap(),
+                )
+                .await
+            }
+            other => panic!("unknown request {other:?} from the script"),
+        };
+        stdin.write_all(format!("{answer}\n").as_bytes()).await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(300), "the browser test takes too long");
+    }
+    drop(stdin);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("the script ends").unwrap();
+    let log = log.await.unwrap();
+    assert!(done && status.success(), "the browser script failed ({status}):\n{log}\nserver log:\n{}", server.logs());
+    // GitHub answers 404 for a workflow missing on the ref, which its OpenAPI description does not
+    // list; everything else must conform.
+    let violations: Vec<String> = standin.state.lock().unwrap().violations.clone();
+    let unexpected: Vec<&String> =
+        violations.iter().filter(|v| !v.contains("/dispatches: status 404 is not documented")).collect();
+    assert!(unexpected.is_empty(), "traffic that does not conform to GitHub's OpenAPI: {unexpected:#?}");
+}
+
+/// GitHub finishing the run that the pull of commit `seq` started: the stand-in's run moves to
+/// `completed` with `conclusion`, and a signed `workflow_run` delivery tells `serve`, which reads
+/// the run back from the stand-in.
+async fn run_completed(standin: &StandIn, server: &ServerProcess, store: &Path, seq: u64, conclusion: &str) -> Value {
+    let started = Instant::now();
+    let row = loop {
+        let outbox = defsync::store::Store::open(store).unwrap().dispatch_outbox(Some(P)).unwrap();
+        if let Some(row) = outbox.into_iter().filter(|e| e.seq == seq && e.run_id.is_some()).max_by_key(|e| e.id) {
+            break row;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            return json!({"error": format!("no run was started for seq {seq}:\n{}", server.logs())});
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let run_id = row.run_id.unwrap();
+    standin.set_run(run_id, "completed", Some(conclusion), &format!("defsync pull {P} {}", row.commit_id));
+    let body = json!({
+        "action": "completed",
+        "workflow_run": {"id": run_id, "name": "defsync pull", "status": "completed", "conclusion": conclusion,
+                         "html_url": format!("https://github.com/octo/defs/actions/runs/{run_id}")},
+        "repository": {"id": 1, "full_name": "octo/defs", "name": "defs"},
+        "sender": {"login": "octo-bot"}
+    });
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/webhooks/github", server.url()))
+        .header("content-type", "application/json")
+        .header("x-github-event", "workflow_run")
+        .header("x-github-delivery", format!("delivery-{run_id}"))
+        .header("x-hub-signature-256", defsync::forge::github::webhook::sign(WEBHOOK_SECRET.as_bytes(), &bytes))
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    match r.status().as_u16() {
+        202 => json!({"ok": true}),
+        status => {
+            json!({"error": format!("the webhook was answered {status}: {}", r.text().await.unwrap_or_default())})
+        }
+    }
 }

@@ -72,6 +72,8 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/logout", post(logout))
         .route("/static/dashboard.css", get(|| async { asset("text/css; charset=utf-8", CSS) }))
         .route("/static/dashboard.js", get(|| async { asset("text/javascript; charset=utf-8", JS) }))
+        // No icon: an empty answer rather than the API's 401, which browsers log as an error.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/projects/{project}", get(project_page))
         .route("/projects/{project}/definition", get(definition_page))
         .route("/projects/{project}/save", post(save))

@@ -107,14 +107,26 @@ fn origin_label(kind: OriginType) -> &'static str {
     }
 }
 
+/// Whether a repository is a forge path (`owner/name`, `group/sub/name`) that links under
+/// `--git-web-url`, rather than a local path or a URL.
+fn on_the_web(repo: &str) -> bool {
+    repo.contains('/') && !repo.starts_with(['/', '.', '~']) && !repo.contains(':')
+}
+
 /// A Git origin's repository, commit and run, linked.
 fn git_origin(c: &Commit, web: &str) -> Markup {
     let o = &c.origin;
     html! {
         @if let Some(repo) = &o.repository {
-            " from " a href={ (web) "/" (repo) } { (repo) }
-            @if let Some(r) = &o.git_ref { " " code { (r) } }
-            @if let Some(sha) = &o.git_commit { " at " a href={ (web) "/" (repo) "/commit/" (sha) } { code { (short(sha)) } } }
+            @if on_the_web(repo) {
+                " from " a href={ (web) "/" (repo) } { (repo) }
+                @if let Some(r) = &o.git_ref { " " code { (r) } }
+                @if let Some(sha) = &o.git_commit { " at " a href={ (web) "/" (repo) "/commit/" (sha) } { code { (short(sha)) } } }
+            } @else {
+                " from " (repo)
+                @if let Some(r) = &o.git_ref { " " code { (r) } }
+                @if let Some(sha) = &o.git_commit { " at " code { (short(sha)) } }
+            }
         }
         @if let Some(run) = &o.run_url { " · " a href=(run) { "run" } }
     }
@@ -230,13 +242,16 @@ pub fn project_page(me: &Me, v: &ProjectView, done: Option<&str>) -> Markup {
                     None => p { "Not linked to a repository yet: run " code { "defsync link" } " in the repository." },
                     Some(r) => {
                         dl.link {
-                            dt { "Repository" } dd { a href={ (web) "/" (r.repository) } { (r.repository) } }
+                            dt { "Repository" } dd { @if on_the_web(&r.repository) { a href={ (web) "/" (r.repository) } { (r.repository) } } @else { code { (r.repository) } } }
                             dt { "Branch" } dd { code { (r.git_ref) } }
                             dt { "Path" } dd { code { (r.path) } }
                             dt { "Direction" } dd { (serde_json::to_value(r.direction).ok().and_then(|d| d.as_str().map(str::to_owned)).unwrap_or_default()) }
                             dt { "Last met" } dd {
                                 @match &r.commit { Some(c) => { "platform commit seq " (r.seq) " (" code { (short(c)) } ")" }, None => "never synced" }
-                                @if let Some(g) = &r.git_commit { ", Git commit " a href={ (web) "/" (r.repository) "/commit/" (g) } { code { (short(g)) } } }
+                                @if let Some(g) = &r.git_commit {
+                                    ", Git commit "
+                                    @if on_the_web(&r.repository) { a href={ (web) "/" (r.repository) "/commit/" (g) } { code { (short(g)) } } } @else { code { (short(g)) } }
+                                }
                                 ", at " (r.updated_at)
                             }
                         }
