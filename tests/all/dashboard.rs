@@ -178,6 +178,12 @@ async fn login_takes_a_known_key_through_the_forms_token_and_sets_a_strict_cooki
 
     let r = web.get("/").await;
     assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/login"));
+    // An API client (a bearer key) is never redirected: it gets the API's 404, as before the
+    // dashboard (conformance rule robustness.no_redirect).
+    let r = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = r.get(format!("{}/", s.server.url())).bearer_auth(KEY).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "not_found");
     let r = web.get(&format!("/projects/{P}")).await;
     assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/login"), "no page without a session");
 
@@ -662,4 +668,47 @@ async fn run_completed(standin: &StandIn, server: &ServerProcess, store: &Path, 
             json!({"error": format!("the webhook was answered {status}: {}", r.text().await.unwrap_or_default())})
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_asks_for_confirmation_and_actions_need_a_dispatch() {
+    let s = setup().await;
+    api_put(&s, "workflow", "a/b c", json!({"v": 1})).await;
+    let mut web = Web::new(&s.server.url());
+    web.login(KEY).await;
+    let page = web.get(&definition_path("workflow", "a/b c")).await;
+    assert!(page.body.contains("Delete…"));
+    // The link only opens the confirmation page; nothing is deleted yet.
+    let confirm = web.get(&format!("/projects/{P}/delete?kind=workflow&name=a%2Fb%20c")).await;
+    assert_eq!(confirm.status, StatusCode::OK);
+    assert!(confirm.body.contains("Delete workflow/<span class=\"name\">a/b c</span>?"), "{}", confirm.body);
+    assert_eq!(head_seq(&s).await, 1);
+    let form = [
+        ("csrf", field(&confirm.body, "csrf")),
+        ("parent", field(&confirm.body, "parent")),
+        ("kind", "workflow".to_owned()),
+        ("name", "a/b c".to_owned()),
+        ("nonce", field(&confirm.body, "nonce")),
+    ];
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = web.post(&format!("/projects/{P}/delete"), &pairs).await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/projects/p1?done=deleted-2#history"));
+    // A second submit of the same form is the same commit, not an error or a second delete.
+    let again = web.post(&format!("/projects/{P}/delete"), &pairs).await;
+    assert_eq!(again.location(), r.location());
+    let project = web.get(&format!("/projects/{P}?done=deleted-2")).await.body;
+    assert!(project.contains("Deleted: dashboard commit seq 2."), "{project}");
+    assert!(project.contains("deleted</span> workflow/<span class=\"name\">a/b c</span>"), "{project}");
+    assert_eq!(web.get(&definition_path("workflow", "a/b c")).await.status, StatusCode::NOT_FOUND);
+
+    // This server dispatches nothing: no Sync now button, and a forged one is refused.
+    assert!(!project.contains("Sync now</button>") && project.contains("does not dispatch the pull workflow"));
+    let csrf = field(&project, "csrf");
+    let r = web.post(&format!("/projects/{P}/sync-now"), &[("csrf", &csrf)]).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert!(r.body.contains("--dispatch-repository"), "{}", r.body);
+    assert_eq!(
+        web.post(&format!("/projects/{P}/dispatches/1/retry"), &[("csrf", "x")]).await.status,
+        StatusCode::FORBIDDEN
+    );
 }

@@ -160,6 +160,21 @@ def main():
         failed.scroll_into_view_if_needed()
         shot(page, "failed-dispatch")
 
+        step("retry the failed dispatch, then Sync now")
+        failed.get_by_role("button", name="Retry").click()
+        expect(page.locator("p.notice")).to_contain_text("The dispatch is queued again")
+        # GitHub accepts it this time: the run it started shows up, queued.
+        deadline = time.time() + 30
+        while True:
+            page.goto(f"{URL}/projects/{PROJECT}#commit-{seq}")
+            cell = page.locator(f"#commit-{seq} .dispatch")
+            if cell.locator(".status").get_attribute("data-status") == "queued" and cell.get_by_role("link", name="run").count():
+                break
+            assert time.time() < deadline, cell.inner_text()
+            time.sleep(0.5)
+        page.get_by_role("button", name="Sync now").click()
+        expect(page.locator("p.notice")).to_contain_text("A pull is queued")
+
         step("a refused save shows the error at its line and keeps the text")
         page.goto(f"{URL}/projects/{PROJECT}/definition")
         area = page.get_by_label("Definition (YAML: kind, name, spec)")

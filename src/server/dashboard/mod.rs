@@ -82,6 +82,22 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/projects/{project}/dispatches/{id}/retry", post(retry))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn(api_clients))
+}
+
+/// A request with a bearer key is an API client, which never follows redirects (contract part
+/// 3): it gets the API's own answer for a path that is not an endpoint, never the login page.
+/// Browsers send no bearer key (a proxy's Basic credentials still reach the pages).
+async fn api_clients(request: Request, next: Next) -> Response {
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer ")));
+    if bearer {
+        return super::no_route().await.into_response();
+    }
+    next.run(request).await
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
