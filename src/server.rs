@@ -12,6 +12,7 @@
 //! the [`targets`] serves the project.
 
 mod autodispatch;
+pub mod dashboard;
 pub mod metrics;
 pub mod targets;
 mod webhooks;
@@ -66,6 +67,8 @@ pub struct ServeOptions {
     pub metrics_listen: Option<SocketAddr>,
     /// Log lines are JSON objects: the listening line is one too.
     pub json_logs: bool,
+    /// Serve the web dashboard at `/` (`None`: no dashboard).
+    pub dashboard: Option<dashboard::DashboardOptions>,
     /// Signed webhooks from the forges, for run status.
     pub webhooks: WebhookOptions,
 }
@@ -80,6 +83,7 @@ impl std::fmt::Debug for ServeOptions {
             .field("dispatch", &self.dispatch)
             .field("metrics_listen", &self.metrics_listen)
             .field("json_logs", &self.json_logs)
+            .field("dashboard", &self.dashboard)
             .field("webhooks", &self.webhooks)
             .finish()
     }
@@ -154,6 +158,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         key_hashes: keys.iter().map(|k| Sha256::digest(k.as_bytes()).into()).collect(),
         wake_dispatcher: wake,
         metrics,
+        dashboard: options.dashboard.map(dashboard::Dashboard::new),
         webhooks: hooks.clone(),
     });
     // Deliveries recorded before a stop are processed now, then each as it arrives.
@@ -270,6 +275,8 @@ struct AppState {
     /// Wakes the dispatch worker after a commit, when there is one.
     wake_dispatcher: Option<Arc<Notify>>,
     metrics: Arc<Metrics>,
+    /// The web dashboard's sessions and settings, when it is served.
+    dashboard: Option<dashboard::Dashboard>,
     /// Webhooks, when a secret is configured.
     webhooks: Option<Arc<webhooks::Webhooks>>,
 }
@@ -282,6 +289,7 @@ pub fn router(store: Arc<Store>, keys: &[String]) -> Router {
         key_hashes: keys.iter().filter(|k| !k.is_empty()).map(|k| Sha256::digest(k.as_bytes()).into()).collect(),
         wake_dispatcher: None,
         metrics: Arc::new(Metrics::new()),
+        dashboard: None,
         webhooks: None,
     });
     build_router(state, true)
@@ -310,13 +318,13 @@ fn build_router(state: Arc<AppState>, metrics_behind_key: bool) -> Router {
         .route("/v1/webhooks/github", post(webhooks::github))
         .route("/v1/webhooks/gitlab", post(webhooks::gitlab))
         .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BODY_BYTES));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .merge(hooks)
-        .merge(api)
-        .layer(middleware::from_fn(json_errors))
-        .layer(middleware::from_fn_with_state(state.clone(), access_log))
-        .with_state(state)
+    let mut app =
+        Router::new().route("/healthz", get(healthz)).merge(hooks).merge(api).layer(middleware::from_fn(json_errors));
+    if state.dashboard.is_some() {
+        // Outside the API's key check and JSON errors: the pages have a login and HTML errors.
+        app = app.merge(dashboard::routes());
+    }
+    app.layer(middleware::from_fn_with_state(state.clone(), access_log)).with_state(state)
 }
 
 /// An error answer in the contract's form.
@@ -796,6 +804,7 @@ mod tests {
             dispatch: None,
             metrics_listen: None,
             json_logs: false,
+            dashboard: None,
             webhooks: WebhookOptions {
                 github_secret: Some("hooksecret".into()),
                 gitlab_read_token: Some("glpat-secret".into()),

@@ -11,6 +11,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use crate::forge::github::DEFAULT_API_URL;
 use crate::forge::gitlab::PassAs;
+use crate::server::dashboard::DashboardOptions;
 use crate::server::targets::{FlagTarget, ForgeKind, Target, read_targets_file};
 use crate::server::{AutoDispatch, ServeOptions, WebhookOptions, serve};
 use crate::store::{RetryPolicy, StoreLocation};
@@ -88,6 +89,19 @@ pub struct ServeArgs {
     /// /metrics is on --listen and needs a key of any scope.
     #[arg(long, env = "DEFSYNC_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// Do not serve the web dashboard at / (it is on by default, behind a login with an API key).
+    #[arg(long, env = "DEFSYNC_NO_DASHBOARD")]
+    pub no_dashboard: bool,
+    /// The URL people open the dashboard at, such as https://defsync.example.com. An https URL
+    /// marks the session cookie Secure; without one, it is Secure unless --listen is a loopback
+    /// address (plain http://127.0.0.1 in development).
+    #[arg(long, env = "DEFSYNC_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// The web root that the dashboard links repositories and commits under
+    /// (URL/OWNER/NAME/commit/SHA).
+    #[arg(long, env = "DEFSYNC_GIT_WEB_URL", default_value = "https://github.com", value_name = "URL")]
+    pub git_web_url: String,
 
     /// After every commit whose origin is not `git` (a dashboard or API edit), start the pull in
     /// this repository: on GitHub `owner/name`, whose pull workflow gets the inputs projectId and
@@ -209,6 +223,8 @@ impl std::fmt::Debug for ServeArgs {
             .field("dispatch_ref", &self.dispatch_ref)
             .field("dispatch_token", &self.dispatch_token.as_ref().map(|_| "<hidden>"))
             .field("github_api_url", &self.github_api_url)
+            .field("no_dashboard", &self.no_dashboard)
+            .field("public_url", &self.public_url)
             .finish_non_exhaustive()
     }
 }
@@ -301,6 +317,28 @@ fn given(v: &Option<String>) -> Option<String> {
     v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
 }
 
+impl ServeArgs {
+    /// The dashboard's settings; `None` with --no-dashboard.
+    fn dashboard(&self) -> Result<Option<DashboardOptions>, String> {
+        if self.no_dashboard {
+            return Ok(None);
+        }
+        let secure_cookies = match self.public_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
+            Some(u) if u.starts_with("https://") => true,
+            Some(u) if u.starts_with("http://") => false,
+            Some(u) => {
+                return Err(format!("--public-url {u:?} must start with https:// (or http:// for a local test)"));
+            }
+            None => !self.listen.ip().is_loopback(),
+        };
+        let git_web_url = self.git_web_url.trim().trim_end_matches('/').to_owned();
+        if !(git_web_url.starts_with("https://") || git_web_url.starts_with("http://")) {
+            return Err(format!("--git-web-url {git_web_url:?} must be an http(s) URL, such as https://github.com"));
+        }
+        Ok(Some(DashboardOptions { secure_cookies, git_web_url }))
+    }
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     match args.command {
         Some(ServeCommand::Keys(keys)) => return super::keys::run(&keys),
@@ -318,6 +356,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     // Configuration errors are typed, so they exit 2 like every other configuration error.
     let config = |e: String| anyhow::Error::from(crate::error::Error::Config(e));
+    let dashboard = args.dashboard().map_err(config)?;
     let mut dispatch = args.dispatch().map_err(|e| config(format!("{e:#}")))?;
     let webhooks = webhook_options_from_env();
     if webhooks.any()
@@ -333,6 +372,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         dispatch,
         metrics_listen: args.metrics_listen,
         json_logs: args.log_format == LogFormat::Json,
+        dashboard,
         webhooks,
     })
     .await
@@ -390,6 +430,17 @@ mod tests {
         assert!(e.contains("sslmode") && !e.contains("s3cret"), "{e}");
         let cli = Cli::parse_from(["serve"]);
         assert_eq!(cli.args.store.store, StoreLocation::Sqlite(".defsync/store.db".into()));
+    }
+
+    #[test]
+    fn the_session_cookie_is_secure_outside_loopback() {
+        let parse = |args: &[&str]| Cli::parse_from([&["serve"], args].concat()).args.dashboard().unwrap();
+        assert!(!parse(&[]).unwrap().secure_cookies, "127.0.0.1 by default");
+        assert!(parse(&["--listen", "0.0.0.0:8787"]).unwrap().secure_cookies);
+        assert!(parse(&["--public-url", "https://d.example.com"]).unwrap().secure_cookies);
+        assert!(!parse(&["--listen", "0.0.0.0:8787", "--public-url", "http://10.0.0.5:8787"]).unwrap().secure_cookies);
+        assert!(parse(&["--no-dashboard"]).is_none());
+        assert!(Cli::parse_from(["serve", "--public-url", "ftp://x"]).args.dashboard().is_err());
     }
 
     #[test]

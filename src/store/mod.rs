@@ -12,6 +12,7 @@
 //! compares bytes) are the same for both front ends.
 
 mod clock;
+mod dashboard;
 mod keys;
 mod outbox;
 mod postgres;
@@ -41,6 +42,7 @@ use crate::api::{
 use crate::digest::Digest;
 use crate::model::{Definition, validate_kind, validate_name};
 
+pub use dashboard::{ChangeOp, CommitChange, DefinitionRow, HistoryPage, ProjectSummary, SyncView};
 pub use keys::{Access, KEY_PREFIX, KeyScope, NewKey, StoredKey};
 pub use outbox::{
     ClaimedDispatch, DispatchFailure, DispatchState, NOT_STARTED_MESSAGE, OutboxEntry, RetryPolicy, RunStatus,
@@ -146,6 +148,8 @@ pub(crate) enum TxKind {
 
 /// A key: `(kind, name)`.
 pub(crate) type Key<'a> = (&'a str, &'a str);
+/// `(kind, name, from_seq, to_seq)` of an entry.
+pub(crate) type TouchedEntry = (String, String, i64, Option<i64>);
 /// A put of a commit: its key and its definition.
 pub(crate) type Put<'a> = (&'a str, &'a str, &'a PreparedPut);
 
@@ -156,6 +160,8 @@ pub(crate) trait Tx {
     fn schema_version(&mut self) -> R<i64>;
 
     fn project(&mut self, id: &str) -> R<Option<ProjectRow>>;
+    /// Every project, by ID (the dashboard's list).
+    fn projects(&mut self) -> R<Vec<ProjectRow>>;
     /// Creates the project (`true`) or renames it (`false`).
     fn upsert_project(&mut self, id: &str, name: &str, created_at: &str) -> R<bool>;
     fn set_head(&mut self, pid: i64, seq: i64) -> R<()>;
@@ -177,6 +183,11 @@ pub(crate) trait Tx {
     fn open_entries(&mut self, pid: i64, puts: &[Put<'_>], seq: i64) -> R<()>;
     /// The manifest at `seq`, in manifest order; `None`: the head's.
     fn manifest(&mut self, pid: i64, seq: Option<i64>) -> R<Vec<ManifestEntry>>;
+    /// `(kind, name, from_seq)` of each live entry: the seq of the commit that last changed it.
+    fn live_since(&mut self, pid: i64) -> R<Vec<(String, String, i64)>>;
+    /// `(kind, name, from_seq, to_seq)` of every entry opened or closed by a commit with a seq
+    /// in `lo..=hi`: the changes of those commits.
+    fn entries_touched(&mut self, pid: i64, lo: i64, hi: i64) -> R<Vec<TouchedEntry>>;
     /// `(kind, name, spec as sent, size)` of a stored definition.
     fn object(&mut self, pid: i64, digest: &str) -> R<Option<(String, String, String, i64)>>;
 

@@ -26,7 +26,7 @@ use super::outbox::{DueRow, ENTRY_COLUMNS, EntryRow, SentDispatch, entry_from};
 use super::runs::ReportRow;
 use super::{
     BaseEntry, BranchPush, Commit, Delivery, Key, ManifestEntry, OutboxEntry, ProjectRow, Put, R, RecordRow, RunStatus,
-    StoredKey, SyncRecord, Tx, TxKind, commit_of, parse_digest, parse_direction, schema,
+    StoredKey, SyncRecord, TouchedEntry, Tx, TxKind, commit_of, parse_digest, parse_direction, schema,
 };
 use crate::api::ApiError;
 
@@ -479,6 +479,14 @@ impl Tx for PgTx<'_> {
         }))
     }
 
+    fn projects(&mut self) -> R<Vec<ProjectRow>> {
+        let rows = self.all("SELECT pid, id, name, head_seq FROM projects ORDER BY id", &[])?;
+        Ok(rows
+            .iter()
+            .map(|r| ProjectRow { pid: r.get(0), id: r.get(1), name: r.get(2), head_seq: r.get(3) })
+            .collect())
+    }
+
     fn upsert_project(&mut self, id: &str, name: &str, created_at: &str) -> R<bool> {
         // xmax is 0 on a row this statement inserted, and set on one it updated.
         let row = self.opt(
@@ -585,6 +593,20 @@ impl Tx for PgTx<'_> {
                 })
             })
             .collect()
+    }
+
+    fn live_since(&mut self, pid: i64) -> R<Vec<(String, String, i64)>> {
+        let rows = self.all("SELECT kind, name, from_seq FROM entries WHERE pid = $1 AND to_seq IS NULL", &[&pid])?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    }
+
+    fn entries_touched(&mut self, pid: i64, lo: i64, hi: i64) -> R<Vec<TouchedEntry>> {
+        let rows = self.all(
+            "SELECT kind, name, from_seq, to_seq FROM entries
+             WHERE pid = $1 AND ((from_seq BETWEEN $2 AND $3) OR (to_seq BETWEEN $2 AND $3))",
+            &[&pid, &lo, &hi],
+        )?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
     }
 
     fn object(&mut self, pid: i64, digest: &str) -> R<Option<(String, String, String, i64)>> {

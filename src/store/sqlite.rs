@@ -14,7 +14,7 @@ use super::outbox::{DueRow, ENTRY_COLUMNS, EntryRow, SentDispatch, entry_from};
 use super::runs::ReportRow;
 use super::{
     BaseEntry, BranchPush, Commit, Delivery, Key, ManifestEntry, OutboxEntry, ProjectRow, Put, R, RecordRow, RunStatus,
-    StoredKey, SyncRecord, Tx, TxKind, commit_of, parse_digest, parse_direction, schema,
+    StoredKey, SyncRecord, TouchedEntry, Tx, TxKind, commit_of, parse_digest, parse_direction, schema,
 };
 use crate::api::ApiError;
 
@@ -171,6 +171,14 @@ impl Tx for SqliteTx<'_> {
             .optional()?)
     }
 
+    fn projects(&mut self) -> R<Vec<ProjectRow>> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT pid, id, name, head_seq FROM projects ORDER BY id")?
+            .query_map([], |r| Ok(ProjectRow { pid: r.get(0)?, id: r.get(1)?, name: r.get(2)?, head_seq: r.get(3)? }))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
     fn upsert_project(&mut self, id: &str, name: &str, created_at: &str) -> R<bool> {
         let updated = self.0.execute("UPDATE projects SET name = ?2 WHERE id = ?1", params![id, name])?;
         if updated == 0 {
@@ -276,6 +284,25 @@ impl Tx for SqliteTx<'_> {
                 Ok(ManifestEntry { kind, name, digest: parse_digest(&digest)?, size: size as u64 })
             })
             .collect()
+    }
+
+    fn live_since(&mut self, pid: i64) -> R<Vec<(String, String, i64)>> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT kind, name, from_seq FROM entries WHERE pid = ?1 AND to_seq IS NULL")?
+            .query_map([pid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn entries_touched(&mut self, pid: i64, lo: i64, hi: i64) -> R<Vec<TouchedEntry>> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT kind, name, from_seq, to_seq FROM entries
+                 WHERE pid = ?1 AND ((from_seq BETWEEN ?2 AND ?3) OR (to_seq BETWEEN ?2 AND ?3))",
+            )?
+            .query_map(params![pid, lo, hi], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<rusqlite::Result<_>>()?)
     }
 
     fn object(&mut self, pid: i64, digest: &str) -> R<Option<(String, String, String, i64)>> {

@@ -3,6 +3,7 @@
 mod action;
 mod conformance;
 mod credentials;
+mod dashboard;
 mod faults;
 mod files;
 mod firsthour;
