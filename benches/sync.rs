@@ -181,7 +181,12 @@ fn bench(n: usize) {
     dashboard_commit(
         &store,
         (0..n)
-            .map(|i| Change::Put { kind: "workflow".into(), name: format!("flow-{i:06}"), spec: spec(i, 1) })
+            .map(|i| Change::Put {
+                kind: "workflow".into(),
+                name: format!("flow-{i:06}"),
+                spec: spec(i, 1),
+                blob: None,
+            })
             .collect(),
     );
     let setup_ms = t.elapsed().as_secs_f64() * 1000.0;
@@ -253,6 +258,7 @@ fn bench(n: usize) {
                     kind: "workflow".into(),
                     name: format!("flow-{:06}", i * 100),
                     spec: spec(i * 100, round),
+                    blob: None,
                 })
                 .collect(),
         );

@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 use crate::api::{Commit, ETag, Object, Project, SyncRecord};
 use crate::digest::Digest;
 use crate::engine::MAX_ATTEMPTS;
-use crate::engine::plan::Digests;
+use crate::engine::plan::HasDigest;
 use crate::engine::request::Request;
 use crate::error::Result;
+use crate::git::Oid;
 use crate::model::{Definition, Key};
 use crate::platform::{Platform, PlatformError};
 use crate::report::{CommitRef, FileError};
@@ -19,7 +20,7 @@ use crate::report::{CommitRef, FileError};
 pub struct PlatformState {
     pub project: Project,
     pub etag: ETag,
-    pub base: Digests,
+    pub base: BTreeMap<Key, BaseValue>,
     pub head: Option<Commit>,
     /// Digest and canonical size of every key at the head.
     pub manifest: BTreeMap<Key, (Digest, u64)>,
@@ -35,6 +36,21 @@ impl PlatformState {
     }
 }
 
+/// A key's base: the agreed digest, and the blob that proves it when the platform kept one
+/// (contract v1.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseValue {
+    pub digest: Digest,
+    /// The blob ID of the file at the key's default path that held the agreed content.
+    pub blob: Option<Oid>,
+}
+
+impl HasDigest for BaseValue {
+    fn digest(&self) -> &Digest {
+        &self.digest
+    }
+}
+
 /// Reads the project, the base and the head's manifest, re-reading until the project and the
 /// base carry the same `ETag`.
 pub async fn read_platform(platform: &Platform, project: &str) -> Result<PlatformState> {
@@ -44,9 +60,11 @@ pub async fn read_platform(platform: &Platform, project: &str) -> Result<Platfor
         if etag != base_etag {
             continue; // the record moved between the two reads
         }
-        let mut base_digests = Digests::new();
+        let mut base_digests = BTreeMap::new();
         for e in base.entries {
-            base_digests.insert(Key::new(e.kind, e.name), e.digest);
+            // A blob that is not an object ID proves nothing: it is dropped, and the file parsed.
+            let blob = e.blob.filter(|b| is_oid(b));
+            base_digests.insert(Key::new(e.kind, e.name), BaseValue { digest: e.digest, blob });
         }
         let mut manifest = BTreeMap::new();
         if let Some(head) = &proj.head {
@@ -72,6 +90,10 @@ pub async fn read_platform(platform: &Platform, project: &str) -> Result<Platfor
         "the sync record of project {project:?} kept changing while it was read; try again"
     ))
     .into())
+}
+
+fn is_oid(s: &str) -> bool {
+    (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Fetches platform objects and checks each against the contract: valid, and with the digest it

@@ -137,8 +137,14 @@ CREATE TABLE api_keys (
 );
 ";
 
+/// Version 4: each base entry may carry the Git blob ID that proves its digest (contract v1.2,
+/// "Blob proofs"); NULL for entries set without one, such as every entry before this version.
+const V4_BASE_BLOB: &str = "
+ALTER TABLE base ADD COLUMN blob TEXT;
+";
+
 /// The statements that take a store from version `n - 1` to `n`, for `n` in 2..=VERSION.
-const MIGRATIONS: &[(i64, &str)] = &[(2, V2_DISPATCH_OUTBOX), (3, V3_API_KEYS)];
+const MIGRATIONS: &[(i64, &str)] = &[(2, V2_DISPATCH_OUTBOX), (3, V3_API_KEYS), (4, V4_BASE_BLOB)];
 
 /// Creates the tables on a new store, migrates an older one, or checks the version.
 pub fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
@@ -176,7 +182,7 @@ mod tests {
     }
 
     /// A version-1 store (as defsync wrote it before the outbox) is migrated on open, keeps its
-    /// data, and gains the outbox and the key table.
+    /// data, and gains the outbox, the key table and the base's blob column.
     #[test]
     fn a_version_1_store_is_migrated() {
         let mut conn = Connection::open_in_memory().unwrap();
@@ -194,6 +200,9 @@ mod tests {
         let n: i64 = conn.query_row("SELECT count(*) FROM dispatch_outbox", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 0);
         let n: i64 = conn.query_row("SELECT count(*) FROM api_keys", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 0);
+        // Version 4: base entries kept from before have no blob.
+        let n: i64 = conn.query_row("SELECT count(blob) FROM base", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 0);
         // Opening again changes nothing.
         migrate(&mut conn).unwrap();
