@@ -102,7 +102,11 @@ pub fn scan_commit(
         if rel == ".defsyncignore" && kind == scan::EntryKind::File {
             ignore_oid = Some(e.oid.clone());
         }
-        scan_entries.push(scan::Entry { path: rel.to_owned(), kind });
+        // The path's own allocation, without the prefix: 100,000 paths are not copied.
+        let cut = e.path.len() - rel.len();
+        let mut path = e.path;
+        path.drain(..cut);
+        scan_entries.push(scan::Entry { path, kind });
         oids.push(e.oid);
     }
     let ignore_text = match ignore_oid {
