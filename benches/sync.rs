@@ -1,10 +1,13 @@
 //! The sync benchmark: `cargo bench --bench sync` (not run by CI).
 //!
-//! For projects of 1,000, 10,000 and 100,000 definitions (about 1 KiB of YAML each; choose with
-//! `DEFSYNC_BENCH_SIZES=1000,10000`) it reports scan and digest throughput, the wall time of
-//! no-op `status`, `pull` and `push` against the embedded store and against `defsync serve`, a
-//! pull and a push of 1% changes, the HTTP requests each makes, and peak memory. It prints a
-//! Markdown table; the figures in the README come from it.
+//! For projects of 10,000 and 100,000 definitions (about 880 bytes of YAML each; choose with
+//! `DEFSYNC_BENCH_SIZES=1000,10000`) it reports the wall time of no-op `status`, `pull` and
+//! `push` against the embedded store and against `defsync serve`, a pull and a push of 1%
+//! changes, and a no-op `status` on a platform that keeps no blobs (contract v1.1). Every row
+//! shows Git's own cost on the same tree, measured in the same run: `git add -A` into a fresh
+//! index (`GIT_INDEX_FILE`), which reads and hashes every file; and the ratio of the two. It
+//! keeps the HTTP requests, peak memory and files parsed of each run, and prints a Markdown
+//! table; the figures in the README come from it.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -21,12 +24,14 @@ const KEY: &str = "bench-key";
 
 fn main() {
     let sizes: Vec<usize> = std::env::var("DEFSYNC_BENCH_SIZES")
-        .unwrap_or_else(|_| "1000,10000,100000".into())
+        .unwrap_or_else(|_| "10000,100000".into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    println!("| definitions | measure | platform | wall ms | HTTP requests | peak RSS MiB | notes |");
-    println!("|---:|---|---|---:|---:|---:|---|");
+    println!(
+        "| definitions | run | platform | wall ms | `git add -A` ms | ratio | HTTP requests | peak RSS MiB | files parsed | notes |"
+    );
+    println!("|---:|---|---|---:|---:|---:|---:|---:|---:|---|");
     for n in sizes {
         bench(n);
     }
@@ -37,22 +42,62 @@ struct Row<'a> {
     measure: &'a str,
     platform: &'a str,
     wall_ms: f64,
+    /// Git's cost on the same tree in the same run, when the row is compared with it.
+    git_ms: Option<f64>,
     requests: Option<u64>,
     rss_kib: Option<u64>,
+    parsed: Option<u64>,
     notes: String,
 }
 
 fn row(r: Row) {
+    let dash = || "-".to_owned();
     println!(
-        "| {} | {} | {} | {:.0} | {} | {} | {} |",
+        "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |",
         r.n,
         r.measure,
         r.platform,
         r.wall_ms,
-        r.requests.map_or("-".into(), |v| v.to_string()),
-        r.rss_kib.map_or("-".into(), |v| format!("{:.1}", v as f64 / 1024.0)),
+        r.git_ms.map_or_else(dash, |g| format!("{g:.0}")),
+        r.git_ms.map_or_else(dash, |g| format!("{:.1}×", r.wall_ms / g)),
+        r.requests.map_or_else(dash, |v| v.to_string()),
+        r.rss_kib.map_or_else(dash, |v| format!("{:.1}", v as f64 / 1024.0)),
+        r.parsed.map_or_else(dash, |v| v.to_string()),
         r.notes
     );
+}
+
+/// How many times each no-op run and the Git baseline are repeated; the median is shown.
+const REPEAT: usize = 3;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Git's own cost on the tree: `git add -A` into a fresh index, which reads and hashes every
+/// file of the work tree, as a no-op sync must at least prove it has. The median of [`REPEAT`].
+fn git_add_baseline(work: &Path, gitconfig: &Path) -> f64 {
+    let scratch = tempfile::tempdir().unwrap();
+    let index = scratch.path().join("index");
+    median(
+        (0..REPEAT)
+            .map(|_| {
+                let _ = std::fs::remove_file(&index);
+                let start = Instant::now();
+                let out = Command::new("git")
+                    .current_dir(work)
+                    .args(["add", "-A"])
+                    .env("GIT_INDEX_FILE", &index)
+                    .env("GIT_CONFIG_GLOBAL", gitconfig)
+                    .env("GIT_CONFIG_NOSYSTEM", "1")
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "git add -A: {}", String::from_utf8_lossy(&out.stderr));
+                start.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect(),
+    )
 }
 
 fn spec(i: usize, version: usize) -> Value {
@@ -122,15 +167,17 @@ fn defsync(work: &Path, gitconfig: &Path, platform: &str, args: &[&str]) -> Run 
     Run { wall_ms, report }
 }
 
-fn record(n: usize, measure: &str, platform: &str, run: &Run) {
+fn record(n: usize, measure: &str, platform: &str, run: &Run, git_ms: Option<f64>) {
     let stats = &run.report["stats"];
     row(Row {
         n,
         measure,
         platform,
         wall_ms: run.wall_ms,
+        git_ms,
         requests: stats["http_requests"].as_u64(),
         rss_kib: stats["peak_rss_kib"].as_u64(),
+        parsed: stats["files_parsed"].as_u64(),
         notes: format!(
             "status {}, {} changes",
             run.report["status"],
@@ -181,7 +228,12 @@ fn bench(n: usize) {
     dashboard_commit(
         &store,
         (0..n)
-            .map(|i| Change::Put { kind: "workflow".into(), name: format!("flow-{i:06}"), spec: spec(i, 1) })
+            .map(|i| Change::Put {
+                kind: "workflow".into(),
+                name: format!("flow-{i:06}"),
+                spec: spec(i, 1),
+                blob: None,
+            })
             .collect(),
     );
     let setup_ms = t.elapsed().as_secs_f64() * 1000.0;
@@ -190,8 +242,10 @@ fn bench(n: usize) {
         measure: "platform setup (dashboard commits)",
         platform: "store",
         wall_ms: setup_ms,
+        git_ms: None,
         requests: None,
         rss_kib: None,
+        parsed: None,
         notes: String::new(),
     });
 
@@ -206,40 +260,17 @@ fn bench(n: usize) {
     let embedded = store_path.to_str().unwrap().to_owned();
 
     let first = defsync(&work, &gitconfig, &embedded, &["pull"]);
-    record(n, "first pull (writes every file)", "embedded", &first);
+    record(n, "first pull (writes every file)", "embedded", &first, None);
 
-    // Scan and digest throughput: a no-op status is dominated by reading and parsing every file.
-    let bytes: u64 = walkdir::WalkDir::new(work.join("defs"))
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.metadata().map_or(0, |m| m.len()))
-        .sum();
-    let status = defsync(&work, &gitconfig, &embedded, &["status"]);
-    let secs = status.wall_ms / 1000.0;
-    row(Row {
-        n,
-        measure: "scan + digest (no-op status)",
-        platform: "embedded",
-        wall_ms: status.wall_ms,
-        requests: status.report["stats"]["http_requests"].as_u64(),
-        rss_kib: status.report["stats"]["peak_rss_kib"].as_u64(),
-        notes: format!(
-            "{:.0} files/s, {:.1} MiB/s, {:.0} bytes/file",
-            n as f64 / secs,
-            bytes as f64 / 1048576.0 / secs,
-            bytes as f64 / n as f64
-        ),
-    });
-    for cmd in ["pull", "push"] {
-        let r = defsync(&work, &gitconfig, &embedded, &[cmd]);
-        record(n, &format!("no-op {cmd}"), "embedded", &r);
-    }
-
+    let git_ms = git_add_baseline(&work, &gitconfig);
     let server = serve(&store_path);
-    for cmd in ["status", "pull", "push"] {
-        let r = defsync(&work, &gitconfig, &server.1, &[cmd]);
-        record(n, &format!("no-op {cmd}"), "serve", &r);
+    for (platform, label) in [(embedded.as_str(), "embedded"), (server.1.as_str(), "serve")] {
+        for cmd in ["status", "pull", "push"] {
+            let runs: Vec<Run> = (0..REPEAT).map(|_| defsync(&work, &gitconfig, platform, &[cmd])).collect();
+            let wall = median(runs.iter().map(|r| r.wall_ms).collect());
+            let run = runs.into_iter().find(|r| r.wall_ms == wall).expect("the median is one of the runs");
+            record(n, &format!("no-op {cmd}"), label, &run, Some(git_ms));
+        }
     }
 
     // 1% changes, on each platform.
@@ -253,11 +284,12 @@ fn bench(n: usize) {
                     kind: "workflow".into(),
                     name: format!("flow-{:06}", i * 100),
                     spec: spec(i * 100, round),
+                    blob: None,
                 })
                 .collect(),
         );
         let r = defsync(&work, &gitconfig, platform, &["pull"]);
-        record(n, &format!("pull of {k} changes (1%)"), label, &r);
+        record(n, &format!("pull of {k} changes (1%)"), label, &r, Some(git_ms));
 
         for i in 0..k {
             let f = work.join(format!("defs/workflow/flow-{:06}.yaml", i * 100 + 1));
@@ -267,7 +299,7 @@ fn bench(n: usize) {
         git(&work, &gitconfig, &["commit", "--quiet", "-am", "edit 1%"]);
         git(&work, &gitconfig, &["push", "--quiet", "origin", "main"]);
         let r = defsync(&work, &gitconfig, platform, &["push"]);
-        record(n, &format!("push of {k} changes (1%)"), label, &r);
+        record(n, &format!("push of {k} changes (1%)"), label, &r, Some(git_ms));
         if round == 2 {
             // Undo the push's edits in Git so the next round's edits are changes again.
             for i in 0..k {
@@ -280,4 +312,12 @@ fn bench(n: usize) {
             defsync(&work, &gitconfig, platform, &["push"]);
         }
     }
+
+    // A platform that keeps no blobs (contract v1.1): every file is parsed, as before v1.2.
+    drop(server);
+    let db = rusqlite::Connection::open(&store_path).unwrap();
+    db.execute("UPDATE base SET blob = NULL", []).unwrap();
+    drop(db);
+    let r = defsync(&work, &gitconfig, &embedded, &["status"]);
+    record(n, "no-op status, platform without blobs (v1.1)", "embedded", &r, Some(git_ms));
 }

@@ -18,7 +18,8 @@ pub type Oid = String;
 /// An entry of `git ls-tree -r`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TreeEntry {
-    pub mode: String,
+    /// The mode as Git writes it, in octal: `0o100644`, `0o120000`.
+    pub mode: u32,
     pub oid: Oid,
     /// Relative to the repository root.
     pub path: String,
@@ -26,10 +27,10 @@ pub struct TreeEntry {
 
 impl TreeEntry {
     pub fn is_symlink(&self) -> bool {
-        self.mode == "120000"
+        self.mode == 0o120000
     }
     pub fn is_file(&self) -> bool {
-        self.mode == "100644" || self.mode == "100755"
+        self.mode == 0o100644 || self.mode == 0o100755
     }
 }
 
@@ -451,7 +452,9 @@ impl Repo {
             let (Some(mode), Some(_kind), Some(oid)) = (meta.next(), meta.next(), meta.next()) else {
                 return Err(Error::Git(format!("unexpected ls-tree output: {record:?}")));
             };
-            entries.push(TreeEntry { mode: mode.to_owned(), oid: oid.to_owned(), path: path.to_owned() });
+            let mode = u32::from_str_radix(mode, 8)
+                .map_err(|_| Error::Git(format!("unexpected ls-tree output: {record:?}")))?;
+            entries.push(TreeEntry { mode, oid: oid.to_owned(), path: path.to_owned() });
         }
         Ok(entries)
     }

@@ -8,6 +8,7 @@ use crate::api::{
     ApiError, Base, BatchGetResponse, Commit, Commits, CreateCommit, ETag, Manifest, Project, PutSync, SyncRecord,
 };
 use crate::digest::Digest;
+use crate::engine::state::{BaseMap, ManifestMap};
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +126,26 @@ impl Platform {
         match self {
             Platform::Http(c) => c.base(project).await,
             Platform::Embedded(s) => Ok(s.base(project)?),
+        }
+    }
+
+    /// The base as the planner holds it: read straight into a map over HTTP, never as a list
+    /// of 100,000 entries first.
+    pub async fn base_map(&self, project: &str) -> Result<(BaseMap, ETag)> {
+        match self {
+            Platform::Http(c) => c.base_as(project).await,
+            Platform::Embedded(s) => {
+                let (base, etag) = s.base(project)?;
+                Ok((BaseMap::from_entries(base.entries), etag))
+            }
+        }
+    }
+
+    /// A manifest as the planner holds it, read like [`Platform::base_map`].
+    pub async fn manifest_map(&self, project: &str, commit: &str) -> Result<ManifestMap> {
+        match self {
+            Platform::Http(c) => c.manifest_as(project, commit).await,
+            Platform::Embedded(s) => Ok(ManifestMap::from_manifest(s.manifest(project, commit)?)),
         }
     }
 

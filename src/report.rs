@@ -226,6 +226,8 @@ pub struct Stats {
     pub elapsed_ms: u64,
     /// The process's peak resident memory, where the system tells it (Linux).
     pub peak_rss_kib: Option<u64>,
+    /// Definition files parsed: the changed ones, and any the base's blobs do not prove.
+    pub files_parsed: u64,
 }
 
 impl Stats {

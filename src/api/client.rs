@@ -363,6 +363,12 @@ impl HttpClient {
     }
 
     pub async fn base(&self, project: &str) -> Result<(Base, ETag)> {
+        self.base_as(project).await
+    }
+
+    /// The base read into any form of it, such as the planner's map, so 100,000 entries are not
+    /// held twice.
+    pub async fn base_as<T: DeserializeOwned>(&self, project: &str) -> Result<(T, ETag)> {
         let url = self.inner.url(&["v1", "projects", project, "sync", "base"]);
         let (b, answer) = self.inner.get(&url).await?;
         Ok((b, etag(&Method::GET, &url, &answer)?))
@@ -380,6 +386,11 @@ impl HttpClient {
     }
 
     pub async fn manifest(&self, project: &str, commit: &str) -> Result<Manifest> {
+        self.manifest_as(project, commit).await
+    }
+
+    /// A manifest read into any form of it, as [`HttpClient::base_as`].
+    pub async fn manifest_as<T: DeserializeOwned>(&self, project: &str, commit: &str) -> Result<T> {
         let url = self.inner.url(&["v1", "projects", project, "commits", commit, "manifest"]);
         Ok(self.inner.get(&url).await?.0)
     }

@@ -90,6 +90,11 @@ pub struct BaseEntry {
     pub kind: String,
     pub name: String,
     pub digest: Digest,
+    /// Contract v1.2: the Git blob ID of the file at the key's default path that held the agreed
+    /// content, when the client that set this base said so. Proof that a file with this blob at
+    /// that path has this digest, without parsing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<String>,
 }
 
 /// `GET /v1/projects/{project}/sync/base`.
@@ -140,8 +145,19 @@ pub struct BatchGetResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Change {
-    Put { kind: String, name: String, spec: Value },
-    Delete { kind: String, name: String },
+    Put {
+        kind: String,
+        name: String,
+        spec: Value,
+        /// Contract v1.2, git-origin commits only: the blob ID of the file sent, when it sits at
+        /// the key's default path; recorded with the key's base.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        blob: Option<String>,
+    },
+    Delete {
+        kind: String,
+        name: String,
+    },
 }
 
 impl Change {
@@ -172,6 +188,9 @@ pub struct BaseUpdate {
     pub kind: String,
     pub name: String,
     pub digest: Option<Digest>,
+    /// Contract v1.2: as in [`BaseEntry::blob`]; absent clears any blob the key had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<String>,
 }
 
 /// `PUT /v1/projects/{project}/sync`.

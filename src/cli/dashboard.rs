@@ -84,7 +84,7 @@ pub async fn run(args: &DashboardArgs) -> Result<String> {
                         file.display()
                     )));
                 }
-                changes.push(Change::Put { kind: def.kind, name: def.name, spec: def.spec });
+                changes.push(Change::Put { kind: def.kind, name: def.name, spec: def.spec, blob: None });
             }
             commit(&platform, &project, message, changes).await
         }

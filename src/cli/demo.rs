@@ -194,7 +194,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
 }
 
 fn put(kind: &str, name: &str, spec: serde_json::Value) -> Change {
-    Change::Put { kind: kind.into(), name: name.into(), spec }
+    Change::Put { kind: kind.into(), name: name.into(), spec, blob: None }
 }
 
 async fn dashboard(platform: &Platform, message: &str, changes: Vec<Change>) -> anyhow::Result<()> {

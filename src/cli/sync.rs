@@ -221,6 +221,7 @@ pub async fn run(which: Which, args: &SyncArgs, event: &Event) -> Result<Report>
         http_requests: platform.requests(),
         elapsed_ms: started.elapsed().as_millis() as u64,
         peak_rss_kib: crate::report::Stats::peak_rss_kib(),
+        files_parsed: crate::engine::scan::files_parsed(),
     });
     Ok(report)
 }

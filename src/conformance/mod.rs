@@ -189,6 +189,10 @@ rules! {
         "a git commit sets the record's commit, seq and git_commit and the base of exactly its keys" => record::git_commit;
     "record.other_origin", "3 (creating a commit: origin git only)",
         "a commit whose origin is not git leaves the record and the base alone" => record::other_origin;
+    "record.base_blob", "3 (v1.2: blob proofs, updating the base)",
+        "PUT /sync stores each base entry's blob with its digest, drops it when the digest is set without one, and refuses a malformed one" => record::base_blob;
+    "record.git_commit_blob", "3 (v1.2: blob proofs, creating a commit)",
+        "a git commit sets each put key's base blob to the put's, or none; other origins leave blobs alone" => record::git_commit_blob;
     "reads.manifest_order", "3 (manifest: sorted by kind, then name, by UTF-8 bytes)",
         "manifest and base entries are sorted by kind, then name, comparing UTF-8 bytes" => reads::manifest_order;
     "reads.manifest_size", "3 (manifest: size)",
@@ -293,7 +297,7 @@ pub async fn run(options: &Options, mut progress: impl FnMut(&RuleResult)) -> Re
     Ok(Report {
         schema_version: SCHEMA_VERSION,
         tool: concat!("defsync ", env!("CARGO_PKG_VERSION")),
-        contract: "1.1",
+        contract: "1.2",
         platform: cx.base_url().to_owned(),
         scratch_prefix: cx.scratch_prefix().to_owned(),
         rules: results,

@@ -1,5 +1,5 @@
 //! The sync record and the base: the shared `ETag`, `If-Match`, `sync_regression`,
-//! `replace_base`, v1.1 base digests, and the base a `git` commit sets.
+//! `replace_base`, v1.1 base digests, the base a `git` commit sets, and v1.2 base blobs.
 
 use serde_json::{Value, json};
 
@@ -232,5 +232,102 @@ pub async fn other_origin(cx: &Cx) -> Outcome {
         let base = base_map(cx, &p).await?;
         check!(base == base_before, "a {origin} commit changed the base: {base_before:?} became {base:?}");
     }
+    Ok(())
+}
+
+/// The base's blobs (contract v1.2), by name; an entry without one maps to `None`.
+async fn blobs(cx: &Cx, p: &str) -> Result<Vec<(String, Option<String>)>, Verdict> {
+    let a = cx.get(&format!("/v1/projects/{p}/sync/base")).await?;
+    a.expect(200, "GET the base")?;
+    let entries = a.json.get("entries").and_then(Value::as_array).cloned().unwrap_or_default();
+    Ok(entries
+        .iter()
+        .map(|e| {
+            let name = e["name"].as_str().unwrap_or_default().to_owned();
+            (name, e.get("blob").and_then(Value::as_str).map(str::to_owned))
+        })
+        .collect())
+}
+
+const BLOB_A: &str = "0123456789abcdef0123456789abcdef01234567";
+const BLOB_B: &str = "89abcdef0123456789abcdef0123456789abcdef";
+
+fn with_blob(mut entry: Value, blob: &str) -> Value {
+    entry["blob"] = json!(blob);
+    entry
+}
+
+/// v1.2: a platform that keeps no blobs at all is a v1.1 platform, still correct (clients parse
+/// every file): skipped. One that keeps them must keep each with its digest and drop it with it.
+pub async fn base_blob(cx: &Cx) -> Outcome {
+    let p = cx.project().await?;
+    let c = Cx::id(&cx.commit(&p, None, json!(["a", "b"].map(|n| put("workflow", n, json!(1))))).await?)?;
+    let base = json!([
+        with_blob(entry("workflow", "a", json!(1)), BLOB_A),
+        with_blob(entry("workflow", "b", json!(1)), BLOB_B)
+    ]);
+    let t = put_ok(cx, &p, NONE, &link(Some(&c), true, base)).await?;
+    let got = blobs(cx, &p).await?;
+    if got.iter().all(|(_, b)| b.is_none()) {
+        return Err(Verdict::Skip(
+            "the platform keeps no base blobs (contract v1.1): clients parse every file, as v1.1 allows".into(),
+        ));
+    }
+    let want = |a: Option<&str>, b: Option<&str>| {
+        vec![("a".to_owned(), a.map(str::to_owned)), ("b".to_owned(), b.map(str::to_owned))]
+    };
+    check!(got == want(Some(BLOB_A), Some(BLOB_B)), "PUT /sync must store each entry's blob as sent: {got:?}");
+    // A new digest without a blob must drop the old blob: it proved the old digest only.
+    let t = put_ok(cx, &p, &t, &link(None, false, json!([entry("workflow", "a", json!(2))]))).await?;
+    let got = blobs(cx, &p).await?;
+    check!(
+        got == want(None, Some(BLOB_B)),
+        "a base entry set without a blob must have none (its old blob proved another digest): {got:?}"
+    );
+    for bad in [json!("0123"), json!(BLOB_A.to_uppercase()), json!(42), json!(format!("{BLOB_A}zz"))] {
+        let mut e = entry("workflow", "a", json!(1));
+        e["blob"] = bad.clone();
+        let a = cx.put_sync(&p, &t, &link(None, false, json!([e]))).await?;
+        a.expect_error(422, "invalid", &format!("PUT /sync with base blob {bad}"))?;
+    }
+    check!(tags(cx, &p).await? == t, "a refused PUT /sync changed the ETag");
+    Ok(())
+}
+
+/// v1.2: a git commit's `put` sets its key's base blob (none when the put has none); other
+/// origins leave the base, blobs included, alone.
+pub async fn git_commit_blob(cx: &Cx) -> Outcome {
+    let p = cx.project().await?;
+    let c1 = Cx::id(&cx.commit(&p, None, json!(["a", "b"].map(|n| put("workflow", n, json!(1))))).await?)?;
+    let base = json!([
+        with_blob(entry("workflow", "a", json!(1)), BLOB_A),
+        with_blob(entry("workflow", "b", json!(1)), BLOB_A)
+    ]);
+    put_ok(cx, &p, NONE, &link(Some(&c1), true, base)).await?;
+    if blobs(cx, &p).await?.iter().all(|(_, b)| b.is_none()) {
+        return Err(Verdict::Skip("the platform keeps no base blobs (contract v1.1)".into()));
+    }
+    let body = json!({"parent": c1, "message": "from git", "origin": git_origin(REPOSITORY, REF, PATH),
+        "changes": [with_blob(put("workflow", "a", json!(2)), BLOB_B), put("workflow", "b", json!(2))]});
+    let a = cx.post(&format!("/v1/projects/{p}/commits"), &body).await?;
+    a.expect(201, "a git commit whose put carries a blob")?;
+    let c2 = Cx::id(&a.json)?;
+    let got = blobs(cx, &p).await?;
+    let want = vec![("a".to_owned(), Some(BLOB_B.to_owned())), ("b".to_owned(), None)];
+    check!(
+        got == want,
+        "a git commit must set each put key's base blob to the put's (none when it has none): want {want:?}, got {got:?}"
+    );
+    let body = json!({"parent": c2, "message": "m", "origin": {"type": "dashboard"},
+        "changes": [with_blob(put("workflow", "a", json!(3)), BLOB_A)]});
+    let a = cx.post(&format!("/v1/projects/{p}/commits"), &body).await?;
+    a.expect(201, "a dashboard commit with a blob")?;
+    let c3 = Cx::id(&a.json)?;
+    let after = blobs(cx, &p).await?;
+    check!(after == want, "a dashboard commit changed the base's blobs: {want:?} became {after:?}");
+    let body = json!({"parent": c3, "message": "m", "origin": git_origin(REPOSITORY, REF, PATH),
+        "changes": [with_blob(put("workflow", "a", json!(4)), "not-a-blob")]});
+    let a = cx.post(&format!("/v1/projects/{p}/commits"), &body).await?;
+    a.expect_error(422, "invalid", "a git commit whose put has a malformed blob")?;
     Ok(())
 }

@@ -6,33 +6,74 @@ use std::collections::BTreeMap;
 use crate::api::{BaseUpdate, Commit};
 use crate::digest::Digest;
 use crate::engine::MAX_ATTEMPTS;
+use crate::engine::layout::default_path;
 use crate::engine::link::check_link;
-use crate::engine::plan::HasDigest;
 use crate::engine::request::Request;
 use crate::engine::state::{PlatformState, read_platform};
+use crate::engine::tree::GitFile;
 use crate::error::Result;
 use crate::model::Key;
 use crate::platform::{Platform, PlatformError};
 
-/// The base updates for a run, from the rule in [`crate::engine::plan::agreement`].
-fn agreement<G: HasDigest>(
-    git: &BTreeMap<Key, G>,
+/// The base updates for a run, from the rule in [`crate::engine::plan::agreement`], each with
+/// the blob that proves it when there is one (contract v1.2).
+///
+/// Blobs the base lacks or has out of date, on keys that already agree, are sent too, but only
+/// to a platform that evidently keeps blobs (its base has at least one): a platform that drops
+/// them would otherwise be sent every key on every run.
+fn agreement(
+    git: &BTreeMap<Key, GitFile>,
     state: &PlatformState,
     deferred: &[(Key, Option<Digest>, Option<Digest>)],
 ) -> Vec<BaseUpdate> {
-    crate::engine::plan::agreement(git, &state.base, &state.manifest, deferred)
+    let mut updates: Vec<BaseUpdate> = crate::engine::plan::agreement(git, &state.base, &state.manifest, deferred)
         .into_iter()
-        .map(|(k, d)| BaseUpdate { kind: k.kind, name: k.name, digest: d })
-        .collect()
+        .map(|(k, d)| {
+            let blob = d.as_ref().and_then(|d| git.get(&k).and_then(|f| proof(&k, f, d)));
+            BaseUpdate { kind: k.kind, name: k.name, digest: d, blob }
+        })
+        .collect();
+    if state.base.values().any(|v| v.blob.is_some()) {
+        let sent: std::collections::HashSet<(&str, &str)> =
+            updates.iter().map(|u| (u.kind.as_str(), u.name.as_str())).collect();
+        let mut refresh = Vec::new();
+        for (key, file) in git {
+            let Some(base) = state.base.get(key) else { continue };
+            if base.blob.as_ref() == Some(&file.oid)
+                || base.digest != file.digest
+                || state.manifest.get(key).is_none_or(|(d, _)| *d != file.digest)
+                || sent.contains(&(key.kind.as_str(), key.name.as_str()))
+            {
+                continue;
+            }
+            if let Some(blob) = proof(key, file, &file.digest) {
+                refresh.push(BaseUpdate {
+                    kind: key.kind.clone(),
+                    name: key.name.clone(),
+                    digest: Some(file.digest.clone()),
+                    blob: Some(blob),
+                });
+            }
+        }
+        updates.extend(refresh);
+    }
+    updates
+}
+
+/// The blob that proves `digest` for `key`: the file's own, when the file holds exactly that
+/// digest and sits at the key's default path. A deferred pull's base (the platform's digest,
+/// which the file does not hold) gets none.
+pub(super) fn proof(key: &Key, file: &GitFile, digest: &Digest) -> Option<String> {
+    (file.digest == *digest && file.path == default_path(key)).then(|| file.oid.clone())
 }
 
 /// Sends the base of agreeing keys (and deferred keys) with `If-Match`, re-reading on 412.
 ///
 /// `synced` is the platform commit the branch now matches, recorded unless a newer one is.
-pub(super) async fn send_agreement<G: HasDigest>(
+pub(super) async fn send_agreement(
     platform: &Platform,
     req: &Request,
-    git: &BTreeMap<Key, G>,
+    git: &BTreeMap<Key, GitFile>,
     state: &PlatformState,
     deferred: &[(Key, Option<Digest>, Option<Digest>)],
     synced: Option<&Commit>,

@@ -67,7 +67,26 @@ impl Layout {
         self.take(&path);
         path
     }
+}
 
+/// The default path of `key` (contract part 2, "Where files go") when nothing collides with it:
+/// where [`Layout::place`] puts the key in an empty sync root. A base's blob proof (contract
+/// v1.2) holds only for a file at this path.
+pub fn default_path(key: &Key) -> String {
+    let mut names: Vec<String> = key.name.split('/').filter(|p| !p.is_empty()).map(component).collect();
+    let stem = names.pop().filter(|s| !s.is_empty()).unwrap_or_else(|| UNNAMED.to_owned());
+    let mut path = Some(component(&key.kind)).filter(|k| !k.is_empty()).unwrap_or_else(|| UNNAMED.to_owned());
+    for dir in names.iter().filter(|d| !d.is_empty()) {
+        path.push('/');
+        path.push_str(dir);
+    }
+    path.push('/');
+    path.push_str(&stem);
+    path.push_str(".yaml");
+    path
+}
+
+impl Layout {
     /// `base` if `free`, else `base` with the shortest digest suffix that is.
     fn first_free(&self, base: &str, hash: &Digest, free: impl Fn(&str) -> bool) -> String {
         if free(base) {
@@ -222,5 +241,23 @@ mod tests {
         assert!(place(&mut layout, "file/y").starts_with("workflow/file-"));
         assert_eq!(place(&mut layout, "../../etc/passwd"), "workflow/etc/passwd.yaml");
         assert_eq!(place(&mut layout, "日本"), "workflow/unnamed.yaml");
+    }
+
+    /// A blob proof is checked at `default_path`, so it must be where `place` puts a key when
+    /// nothing is in the way.
+    #[test]
+    fn default_path_is_where_an_empty_layout_places() {
+        for (kind, name) in [
+            ("workflow", "A b"),
+            ("workflow", "../../etc/passwd"),
+            ("workflow", "日本"),
+            ("connection", "crm/日本/Grüße"),
+            ("x", "a//b/"),
+            ("workflow", "CON"),
+            ("k", &"y".repeat(200)),
+        ] {
+            let key = Key::new(kind, name);
+            assert_eq!(default_path(&key), Layout::default().place(&key), "{key}");
+        }
     }
 }

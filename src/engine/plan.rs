@@ -116,18 +116,18 @@ impl Plan {
 ///
 /// Refusing a direction (a pull on `git-to-platform`) is the caller's job; here a one-way link
 /// simply makes its side win every difference.
-pub fn plan<G: HasDigest, P: HasDigest>(
+pub fn plan<B: HasDigest, G: HasDigest, P: HasDigest>(
     mode: Mode,
     direction: Direction,
     prefer: Preference,
-    base: &Digests,
+    base: &BTreeMap<Key, B>,
     git: &BTreeMap<Key, G>,
     platform: &BTreeMap<Key, P>,
 ) -> Plan {
     let keys: BTreeSet<&Key> = base.keys().chain(git.keys()).chain(platform.keys()).collect();
     let mut out = Plan::default();
     for key in keys {
-        let b = base.get(key);
+        let b = base.get(key).map(HasDigest::digest);
         let g = git.get(key).map(HasDigest::digest);
         let p = platform.get(key).map(HasDigest::digest);
         if g == p {
@@ -190,9 +190,9 @@ pub fn plan<G: HasDigest, P: HasDigest>(
 /// takes the agreed digest (`None`: both agree it does not exist); a deferred key takes its
 /// deferred digest only if the platform still holds what was planned, so that a key either side
 /// moved since the plan stays the conflict it is for the next run.
-pub fn agreement<G: HasDigest, P: HasDigest>(
+pub fn agreement<B: HasDigest, G: HasDigest, P: HasDigest>(
     git: &BTreeMap<Key, G>,
-    base: &Digests,
+    base: &BTreeMap<Key, B>,
     platform: &BTreeMap<Key, P>,
     deferred: &[(Key, Option<Digest>, Option<Digest>)],
 ) -> Vec<(Key, Option<Digest>)> {
@@ -201,7 +201,7 @@ pub fn agreement<G: HasDigest, P: HasDigest>(
     let keys: BTreeSet<&Key> = git.keys().chain(platform.keys()).chain(base.keys()).collect();
     for key in keys {
         let g = git.get(key).map(HasDigest::digest);
-        if g == on_platform(key) && base.get(key) != g {
+        if g == on_platform(key) && base.get(key).map(HasDigest::digest) != g {
             updates.insert(key.clone(), g.cloned());
         }
     }

@@ -38,7 +38,7 @@ pub async fn pull(repo: &Repo, platform: &Platform, forge: &dyn Forge, req: &Req
         }
         report.platform_commit = state.head_ref();
 
-        let git = scan_commit(repo, &tip, req, None)?;
+        let git = scan_commit(repo, &tip, req, Some(&state.base), None)?;
         if !git.errors.is_empty() {
             return Ok(invalid(report, git.errors));
         }
@@ -114,7 +114,7 @@ pub async fn pull(repo: &Repo, platform: &Platform, forge: &dyn Forge, req: &Req
         phase("rendered");
         let tree = repo.stage_tree(&tip, &staged)?;
         phase("tree written");
-        let written = scan_commit(repo, &tree, req, Some(git))?;
+        let written = scan_commit(repo, &tree, req, None, Some(git))?;
         let problems = verify(&plan, &written, &staged, req);
         if !problems.is_empty() {
             return Ok(invalid(report, problems));

@@ -4,7 +4,7 @@ use crate::api::Direction;
 use crate::api::{Change as ApiChange, Commit, CreateCommit, Origin, OriginType};
 use crate::digest::Digest;
 use crate::engine::MAX_ATTEMPTS;
-use crate::engine::base::send_agreement;
+use crate::engine::base::{proof, send_agreement};
 use crate::engine::conflicts::{conflict_items, invalid, report_conflicts, resolution_of};
 use crate::engine::link::{check_link, ensure_link, first_link};
 use crate::engine::plan::Item;
@@ -51,7 +51,7 @@ pub async fn push(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
                 req.branch
             )));
         }
-        let git = scan_commit(repo, &tip, req, None)?;
+        let git = scan_commit(repo, &tip, req, Some(&state.base), None)?;
         if !git.errors.is_empty() {
             return Ok(invalid(report, git.errors));
         }
@@ -79,9 +79,15 @@ pub async fn push(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
             let (change, op, path) = match digest {
                 Some(_) => {
                     let def = definitions.next().expect("one definition per put");
-                    let path = git.files[&item.key].path.clone();
+                    let file = &git.files[&item.key];
                     let op = if item.platform.is_some() { Op::Update } else { Op::Add };
-                    (ApiChange::Put { kind: def.kind, name: def.name, spec: def.spec }, op, Some(path))
+                    // The commit sets this key's base to the file's digest: record the proof.
+                    let blob = proof(&item.key, file, &file.digest);
+                    (
+                        ApiChange::Put { kind: def.kind, name: def.name, spec: def.spec, blob },
+                        op,
+                        Some(file.path.clone()),
+                    )
                 }
                 None => {
                     (ApiChange::Delete { kind: item.key.kind.clone(), name: item.key.name.clone() }, Op::Delete, None)
@@ -136,7 +142,11 @@ pub async fn push(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
                 }
             }
         }
-        if !plan.repairs.is_empty() || !deferred.is_empty() {
+        if report.changes.is_empty() {
+            // Nothing was sent, so the state read is current (a 412 re-reads it): repairs,
+            // deferrals and missing blob proofs go out on it, or nothing does.
+            send_agreement(platform, req, &git.files, &state, &deferred, None, None).await?;
+        } else if !plan.repairs.is_empty() || !deferred.is_empty() {
             let state = read_platform(platform, &req.project).await?;
             check_link(req, &state, false)?;
             send_agreement(platform, req, &git.files, &state, &deferred, None, None).await?;
@@ -257,6 +267,7 @@ mod tests {
                 kind: "k".into(),
                 name: format!("n{i}"),
                 spec: serde_json::json!("x".repeat(100)),
+                blob: None,
             })
             .collect();
         let batches = split_by_size(changes, 64 * 1024 + 400);

@@ -22,7 +22,7 @@ pub async fn status(repo: &Repo, platform: &Platform, req: &Request) -> Result<R
     let head = repo.rev_parse("HEAD")?;
     let state = ensure_link(platform, req, true).await?;
     report.platform_commit = state.head_ref();
-    let git = scan_commit(repo, &head, req, None)?;
+    let git = scan_commit(repo, &head, req, Some(&state.base), None)?;
     if !git.errors.is_empty() {
         return Ok(invalid(report, git.errors));
     }

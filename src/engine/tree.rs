@@ -4,8 +4,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::digest::Digest;
+use crate::engine::layout::default_path;
 use crate::engine::request::Request;
 use crate::engine::scan;
+use crate::engine::state::BaseValue;
 use crate::error::{Error, Result};
 use crate::git::{Oid, Repo};
 use crate::model::{Definition, Key};
@@ -59,11 +61,22 @@ impl crate::engine::plan::HasDigest for GitFile {
 
 /// Scans the sync root of a commit (or tree): the files committed there, never the work tree.
 ///
+/// `base` is the platform's base: a file that sits at its key's default path with the blob the
+/// base recorded for that key is not parsed, because its content is byte for byte the content
+/// whose key and digest the base holds (contract v1.2, "Blob proofs"). Every other file is
+/// parsed: a blob at another path, a file changed since, a key whose base has no blob.
+///
 /// `known` is an earlier scan of the same run: blobs it already parsed are not read again, so a
 /// pull's re-scan of the tree it wrote parses only the files it wrote. At 100,000 files every
 /// copy of a path, key or digest costs megabytes, so `known` is consumed and its entries moved
 /// into the new scan, and paths are moved rather than cloned.
-pub fn scan_commit(repo: &Repo, treeish: &str, req: &Request, known: Option<Tree>) -> Result<Tree> {
+pub fn scan_commit(
+    repo: &Repo,
+    treeish: &str,
+    req: &Request,
+    base: Option<&BTreeMap<Key, BaseValue>>,
+    known: Option<Tree>,
+) -> Result<Tree> {
     let prefix = if req.path == "." { String::new() } else { format!("{}/", req.path) };
     let mut scan_entries = Vec::new();
     let mut oids: Vec<Oid> = Vec::new();
@@ -89,7 +102,11 @@ pub fn scan_commit(repo: &Repo, treeish: &str, req: &Request, known: Option<Tree
         if rel == ".defsyncignore" && kind == scan::EntryKind::File {
             ignore_oid = Some(e.oid.clone());
         }
-        scan_entries.push(scan::Entry { path: rel.to_owned(), kind });
+        // The path's own allocation, without the prefix: 100,000 paths are not copied.
+        let cut = e.path.len() - rel.len();
+        let mut path = e.path;
+        path.drain(..cut);
+        scan_entries.push(scan::Entry { path, kind });
         oids.push(e.oid);
     }
     let ignore_text = match ignore_oid {
@@ -106,15 +123,35 @@ pub fn scan_commit(repo: &Repo, treeish: &str, req: &Request, known: Option<Tree
     let index: HashMap<&str, usize> = scan_entries.iter().enumerate().map(|(i, e)| (e.path.as_str(), i)).collect();
     let oid_of = |path: &str| oids[index[path]].as_str();
 
+    // Files whose content the base proves, by path. The proof is the object ID Git itself
+    // computed for the committed bytes at that path, and the file must also be a selected
+    // definition (not ignored, not under a dot-folder).
+    let mut proven: HashMap<&str, (Key, Digest)> = HashMap::new();
+    for (key, value) in base.into_iter().flatten() {
+        let Some(blob) = &value.blob else { continue };
+        let path = default_path(key);
+        let Some(&i) = index.get(path.as_str()) else { continue };
+        if &oids[i] == blob && selection.files.binary_search(&path).is_ok() {
+            proven.insert(scan_entries[i].path.as_str(), (key.clone(), value.digest.clone()));
+        }
+    }
+
     // What the earlier scan knows, by object name.
     let mut known: HashMap<Oid, (Key, Digest)> =
         known.map(|t| t.files.into_iter().map(|(k, f)| (f.oid, (k, f.digest))).collect()).unwrap_or_default();
     let mut parsed: HashMap<&str, std::result::Result<(Key, Digest), ()>> = HashMap::new();
     let todo: Vec<&str> = {
         let mut seen = std::collections::HashSet::new();
-        selection.files.iter().map(|p| oid_of(p)).filter(|o| !known.contains_key(*o) && seen.insert(*o)).collect()
+        selection
+            .files
+            .iter()
+            .filter(|p| !proven.contains_key(p.as_str()))
+            .map(|p| oid_of(p))
+            .filter(|o| !known.contains_key(*o) && seen.insert(*o))
+            .collect()
     };
-    let path_of: HashMap<&str, &str> = selection.files.iter().map(|p| (oid_of(p), p.as_str())).collect();
+    let path_of: HashMap<&str, &str> =
+        selection.files.iter().filter(|p| !proven.contains_key(p.as_str())).map(|p| (oid_of(p), p.as_str())).collect();
     // Chunks bound the memory held at once; each is parsed in parallel.
     for chunk in todo.chunks(4096) {
         let blobs = repo.read_blobs(chunk)?;
@@ -133,7 +170,7 @@ pub fn scan_commit(repo: &Repo, treeish: &str, req: &Request, known: Option<Tree
         }
         if !unsure.is_empty() {
             for (oid, blob) in unsure.iter().zip(repo.read_blobs(&unsure)?) {
-                parsed.insert(oid, crate::yaml::parse(&blob).map(|d| (d.key(), d.digest())).map_err(drop));
+                parsed.insert(oid, scan::parse_counted(&blob).map(|d| (d.key(), d.digest())).map_err(drop));
             }
         }
     }
@@ -146,14 +183,14 @@ pub fn scan_commit(repo: &Repo, treeish: &str, req: &Request, known: Option<Tree
         let oid = oid_of(path);
         // Each known entry is moved out once; a blob at a second path (a copy of a file, and so a
         // duplicate key) is parsed again.
-        let entry = match known.remove(oid) {
+        let entry = match proven.remove(path.as_str()).or_else(|| known.remove(oid)) {
             Some(entry) => Ok(entry),
             None => match parsed.get(oid) {
                 Some(Ok((k, d))) => Ok((k.clone(), d.clone())),
                 Some(Err(())) => Err(()),
                 None => {
                     let blob = repo.read_blobs(&[oid])?.pop().unwrap_or_default();
-                    crate::yaml::parse(&blob).map(|d| (d.key(), d.digest())).map_err(drop)
+                    scan::parse_counted(&blob).map(|d| (d.key(), d.digest())).map_err(drop)
                 }
             },
         };
@@ -202,7 +239,7 @@ pub(super) fn load_definitions(repo: &Repo, files: &[&GitFile]) -> Result<Vec<De
         .iter()
         .zip(blobs)
         .map(|(f, blob)| {
-            crate::yaml::parse(&blob)
+            scan::parse_counted(&blob)
                 .map_err(|e| Error::Other(anyhow::anyhow!("{} changed while it was read: {e}", f.path)))
         })
         .collect()

@@ -152,6 +152,8 @@ pub(crate) type Key<'a> = (&'a str, &'a str);
 pub(crate) type TouchedEntry = (String, String, i64, Option<i64>);
 /// A put of a commit: its key and its definition.
 pub(crate) type Put<'a> = (&'a str, &'a str, &'a PreparedPut);
+/// A key's new base: its digest, and the blob ID that proves it (contract v1.2), if any.
+pub(crate) type BaseSet<'a> = (Key<'a>, String, Option<&'a str>);
 
 /// The storage primitives the rules use, inside one transaction of a backend. In a write
 /// transaction, [`Tx::project`] locks the project's row, so two writes to one project (from
@@ -196,8 +198,9 @@ pub(crate) trait Tx {
     /// A git commit moved the record to `commit` (never back in `seq`), with a new tag.
     fn record_git_commit(&mut self, pid: i64, commit: &Commit) -> R<()>;
     fn base(&mut self, pid: i64) -> R<Vec<BaseEntry>>;
-    /// Sets each key's base digest.
-    fn base_set(&mut self, pid: i64, entries: &[(Key<'_>, String)]) -> R<()>;
+    /// Sets each key's base digest and blob (contract v1.2), replacing any blob it had: a blob
+    /// proves only the digest it was recorded with.
+    fn base_set(&mut self, pid: i64, entries: &[BaseSet<'_>]) -> R<()>;
     fn base_remove(&mut self, pid: i64, keys: &[Key<'_>]) -> R<()>;
     fn base_clear(&mut self, pid: i64) -> R<()>;
 
@@ -394,6 +397,8 @@ pub(crate) struct PreparedPut {
     size: i64,
     /// The spec as sent (key order kept).
     spec_json: String,
+    /// Contract v1.2: the blob ID a git-origin commit recorded for the key's base.
+    blob: Option<String>,
 }
 
 /// Checks every change against part 1 and against the others; returns them with the problems.
@@ -403,14 +408,24 @@ fn prepare_changes(changes: Vec<Change>) -> (Vec<Prepared>, Vec<Detail>) {
     let mut prepared = Vec::with_capacity(changes.len());
     for change in changes {
         let (kind, name, put, mut valid) = match change {
-            Change::Put { kind, name, spec } => {
+            Change::Put { kind, name, spec, blob } => {
                 let def = Definition { kind, name, spec };
+                let blob_ok = blob.as_deref().is_none_or(is_blob_id);
                 match def.validate() {
+                    Ok(_) if !blob_ok => {
+                        details.push(Detail {
+                            kind: def.kind.clone(),
+                            name: def.name.clone(),
+                            message: BAD_BLOB.into(),
+                        });
+                        (def.kind, def.name, None, false)
+                    }
                     Ok(canonical) => {
                         let put = PreparedPut {
                             digest: Digest::of_canonical(&canonical),
                             size: canonical.len() as i64,
                             spec_json: serde_json::to_string(&def.spec).unwrap_or_default(),
+                            blob,
                         };
                         (def.kind, def.name, Some(put), true)
                     }
@@ -439,6 +454,13 @@ fn prepare_changes(changes: Vec<Change>) -> (Vec<Prepared>, Vec<Detail>) {
         prepared.push(Prepared { kind, name, put, valid });
     }
     (prepared, details)
+}
+
+const BAD_BLOB: &str = "blob must be a Git blob ID: 40 or 64 lowercase hexadecimal digits";
+
+/// A Git object ID as contract v1.2 allows for `blob`: SHA-1 or SHA-256, lowercase hex.
+fn is_blob_id(s: &str) -> bool {
+    (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn non_empty(field: &str, value: Option<&str>) -> R<()> {
@@ -729,9 +751,12 @@ impl Store {
                 // The keys of a git commit now agree between the branch and the platform.
                 tx.record_git_commit(p.pid, &commit)?;
                 let (set, removed): (Vec<&Prepared>, Vec<&Prepared>) = prepared.iter().partition(|c| c.put.is_some());
-                let set: Vec<(Key<'_>, String)> = set
+                let set: Vec<BaseSet<'_>> = set
                     .iter()
-                    .filter_map(|c| Some(((c.kind.as_str(), c.name.as_str()), c.put.as_ref()?.digest.to_string())))
+                    .filter_map(|c| {
+                        let put = c.put.as_ref()?;
+                        Some(((c.kind.as_str(), c.name.as_str()), put.digest.to_string(), put.blob.as_deref()))
+                    })
                     .collect();
                 let removed: Vec<Key<'_>> = removed.iter().map(|c| (c.kind.as_str(), c.name.as_str())).collect();
                 tx.base_set(p.pid, &set)?;
@@ -771,6 +796,8 @@ impl Store {
         for u in &req.base {
             if let Err(message) = validate_kind(&u.kind).and_then(|()| validate_name(&u.name)) {
                 details.push(Detail { kind: u.kind.clone(), name: u.name.clone(), message });
+            } else if u.blob.as_deref().is_some_and(|b| !is_blob_id(b)) {
+                details.push(Detail { kind: u.kind.clone(), name: u.name.clone(), message: BAD_BLOB.into() });
             } else if !seen.insert((u.kind.as_str(), u.name.as_str())) {
                 details.push(Detail {
                     kind: u.kind.clone(),
@@ -843,10 +870,12 @@ impl Store {
             if req.replace_base {
                 tx.base_clear(p.pid)?;
             }
-            let set: Vec<(Key<'_>, String)> = req
+            let set: Vec<BaseSet<'_>> = req
                 .base
                 .iter()
-                .filter_map(|u| Some(((u.kind.as_str(), u.name.as_str()), u.digest.as_ref()?.to_string())))
+                .filter_map(|u| {
+                    Some(((u.kind.as_str(), u.name.as_str()), u.digest.as_ref()?.to_string(), u.blob.as_deref()))
+                })
                 .collect();
             let removed: Vec<Key<'_>> =
                 req.base.iter().filter(|u| u.digest.is_none()).map(|u| (u.kind.as_str(), u.name.as_str())).collect();

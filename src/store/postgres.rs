@@ -25,8 +25,8 @@ use super::keys::{KEY_COLUMNS, KeyRow, key_of};
 use super::outbox::{DueRow, ENTRY_COLUMNS, EntryRow, SentDispatch, entry_from};
 use super::runs::ReportRow;
 use super::{
-    BaseEntry, BranchPush, Commit, Delivery, Key, ManifestEntry, OutboxEntry, ProjectRow, Put, R, RecordRow, RunStatus,
-    StoredKey, SyncRecord, TouchedEntry, Tx, TxKind, commit_of, parse_digest, parse_direction, schema,
+    BaseEntry, BaseSet, BranchPush, Commit, Delivery, Key, ManifestEntry, OutboxEntry, ProjectRow, Put, R, RecordRow,
+    RunStatus, StoredKey, SyncRecord, TouchedEntry, Tx, TxKind, commit_of, parse_digest, parse_direction, schema,
 };
 use crate::api::ApiError;
 
@@ -677,21 +677,23 @@ impl Tx for PgTx<'_> {
     }
 
     fn base(&mut self, pid: i64) -> R<Vec<BaseEntry>> {
-        self.all("SELECT kind, name, digest FROM base WHERE pid = $1 ORDER BY kind, name", &[&pid])?
+        self.all("SELECT kind, name, digest, blob FROM base WHERE pid = $1 ORDER BY kind, name", &[&pid])?
             .iter()
-            .map(|r| Ok(BaseEntry { kind: r.get(0), name: r.get(1), digest: parse_digest(r.get(2))? }))
+            .map(|r| Ok(BaseEntry { kind: r.get(0), name: r.get(1), digest: parse_digest(r.get(2))?, blob: r.get(3) }))
             .collect()
     }
 
-    fn base_set(&mut self, pid: i64, entries: &[(Key<'_>, String)]) -> R<()> {
+    fn base_set(&mut self, pid: i64, entries: &[BaseSet<'_>]) -> R<()> {
         let kinds: Vec<&str> = entries.iter().map(|e| e.0.0).collect();
         let names: Vec<&str> = entries.iter().map(|e| e.0.1).collect();
         let digests: Vec<&str> = entries.iter().map(|e| e.1.as_str()).collect();
+        let blobs: Vec<Option<&str>> = entries.iter().map(|e| e.2).collect();
         self.exec(
-            "INSERT INTO base (pid, kind, name, digest)
-             SELECT $1, kind, name, digest FROM unnest($2::text[], $3::text[], $4::text[]) AS u(kind, name, digest)
-             ON CONFLICT (pid, kind, name) DO UPDATE SET digest = EXCLUDED.digest",
-            &[&pid, &kinds, &names, &digests],
+            "INSERT INTO base (pid, kind, name, digest, blob)
+             SELECT $1, kind, name, digest, blob
+             FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS u(kind, name, digest, blob)
+             ON CONFLICT (pid, kind, name) DO UPDATE SET digest = EXCLUDED.digest, blob = EXCLUDED.blob",
+            &[&pid, &kinds, &names, &digests, &blobs],
         )
         .map(drop)
     }

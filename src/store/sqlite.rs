@@ -13,8 +13,8 @@ use super::keys::{KEY_COLUMNS, KeyRow, key_of};
 use super::outbox::{DueRow, ENTRY_COLUMNS, EntryRow, SentDispatch, entry_from};
 use super::runs::ReportRow;
 use super::{
-    BaseEntry, BranchPush, Commit, Delivery, Key, ManifestEntry, OutboxEntry, ProjectRow, Put, R, RecordRow, RunStatus,
-    StoredKey, SyncRecord, TouchedEntry, Tx, TxKind, commit_of, parse_digest, parse_direction, schema,
+    BaseEntry, BaseSet, BranchPush, Commit, Delivery, Key, ManifestEntry, OutboxEntry, ProjectRow, Put, R, RecordRow,
+    RunStatus, StoredKey, SyncRecord, TouchedEntry, Tx, TxKind, commit_of, parse_digest, parse_direction, schema,
 };
 use crate::api::ApiError;
 
@@ -390,23 +390,24 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn base(&mut self, pid: i64) -> R<Vec<BaseEntry>> {
-        let rows: Vec<(String, String, String)> = self
-            .0
-            .prepare_cached("SELECT kind, name, digest FROM base WHERE pid = ?1 ORDER BY kind, name")?
-            .query_map([pid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        rows.into_iter()
-            .map(|(kind, name, digest)| Ok(BaseEntry { kind, name, digest: parse_digest(&digest)? }))
-            .collect()
+        let mut stmt =
+            self.0.prepare_cached("SELECT kind, name, digest, blob FROM base WHERE pid = ?1 ORDER BY kind, name")?;
+        let mut rows = stmt.query([pid])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let digest: String = r.get(2)?;
+            out.push(BaseEntry { kind: r.get(0)?, name: r.get(1)?, digest: parse_digest(&digest)?, blob: r.get(3)? });
+        }
+        Ok(out)
     }
 
-    fn base_set(&mut self, pid: i64, entries: &[(Key<'_>, String)]) -> R<()> {
+    fn base_set(&mut self, pid: i64, entries: &[BaseSet<'_>]) -> R<()> {
         let mut stmt = self.0.prepare_cached(
-            "INSERT INTO base (pid, kind, name, digest) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (pid, kind, name) DO UPDATE SET digest = excluded.digest",
+            "INSERT INTO base (pid, kind, name, digest, blob) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (pid, kind, name) DO UPDATE SET digest = excluded.digest, blob = excluded.blob",
         )?;
-        for ((kind, name), digest) in entries {
-            stmt.execute(params![pid, kind, name, digest])?;
+        for ((kind, name), digest, blob) in entries {
+            stmt.execute(params![pid, kind, name, digest, blob])?;
         }
         Ok(())
     }

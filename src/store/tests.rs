@@ -382,7 +382,12 @@ fn git_commits_move_the_record_and_the_base_of_their_keys_only() {
         assert_eq!(tag, tag1);
         assert_eq!(
             base.entries,
-            [BaseEntry { kind: "workflow".into(), name: "a".into(), digest: digest_of("workflow", "a", json!(1)) }]
+            [BaseEntry {
+                kind: "workflow".into(),
+                name: "a".into(),
+                digest: digest_of("workflow", "a", json!(1)),
+                blob: None
+            }]
         );
     });
 }

@@ -503,35 +503,56 @@ fn vendored_vectors_match_the_contract() {
         let ours = std::fs::read(std::path::Path::new(root).join(vendored)).unwrap();
         assert!(contract == ours, "{vendored} differs from ../shared/{source}: copy it again");
     }
-    // docs/contract.md is the contract's README with one change: `vectors.json` links to the
-    // vendored copy. Everything from the title on must match.
+    // docs/contract.md is the contract's README (v1.1) extended to v1.2: the same text from the
+    // title on, except for the vectors link, the version in the title, and the v1.2 additions,
+    // each between a `<!-- v1.2 -->` line and a `<!-- /v1.2 -->` line.
     if let Ok(readme) = std::fs::read_to_string(shared.join("contract/README.md")) {
         let expected =
             readme.replacen("`vectors.json` holds", "[`vectors.json`](../tests/contract/vectors.json) holds", 1);
         let doc = std::fs::read_to_string(std::path::Path::new(root).join("docs/contract.md")).unwrap();
-        // The v1.2 run reports are defsync's own addition, not yet in ../shared: each part sits
-        // between markers, left out of the comparison with the title's version.
-        let doc =
-            without_marked(&doc, "v1.2:run-reports").replacen("# defsync contract v1.2", "# defsync contract v1.1", 1);
         let title = doc.find("# defsync contract").expect("docs/contract.md starts with the contract's title");
+        let (v11, additions) = without_v1_2_additions(&doc[title..]);
+        assert!(additions > 0, "docs/contract.md has no v1.2 additions, yet says v1.2");
         assert!(
-            doc[title..] == expected,
-            "docs/contract.md differs from ../shared/contract/README.md: copy it again (fix the vectors link)"
+            v11 == expected,
+            "docs/contract.md, without its v1.2 additions, differs from ../shared/contract/README.md (v1.1): \
+             change the v1.1 text only inside <!-- v1.2 --> blocks"
         );
     }
 }
 
-/// `text` without the blocks from `<!-- {marker} -->` to `<!-- /{marker} -->` and the blank line
-/// after each.
-fn without_marked(text: &str, marker: &str) -> String {
-    let (open, close) = (format!("<!-- {marker} -->\n"), format!("<!-- /{marker} -->\n"));
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(start) = rest.find(&open) {
-        out.push_str(&rest[..start]);
-        let end = rest[start..].find(&close).map(|i| start + i + close.len()).expect("a closing marker");
-        rest = rest[end..].strip_prefix('\n').unwrap_or(&rest[end..]);
+/// The contract text as v1.1 had it: the title's version set back to v1.1 and every block from a
+/// `<!-- v1.2 -->` line to a `<!-- /v1.2 -->` line removed; with the number of blocks removed.
+fn without_v1_2_additions(doc: &str) -> (String, usize) {
+    let (first, rest) = doc.split_once('\n').expect("a title line");
+    assert_eq!(first, "# defsync contract v1.2", "the title names the version");
+    let mut out = String::from("# defsync contract v1.1\n");
+    let mut blocks = 0;
+    let mut inside = false;
+    for line in rest.split_inclusive('\n') {
+        match line.trim_end() {
+            "<!-- v1.2 -->" => {
+                assert!(!inside, "a <!-- v1.2 --> block opens inside another");
+                inside = true;
+            }
+            "<!-- /v1.2 -->" => {
+                assert!(inside, "a <!-- /v1.2 --> line closes no block");
+                inside = false;
+                blocks += 1;
+            }
+            _ if inside => {}
+            _ => out.push_str(line),
+        }
     }
-    out.push_str(rest);
-    out
+    assert!(!inside, "a <!-- v1.2 --> block is never closed");
+    (out, blocks)
+}
+
+#[test]
+fn v1_2_additions_are_removed_exactly() {
+    let doc = "# defsync contract v1.2\n\nkept\n<!-- v1.2 -->\nnew\n<!-- /v1.2 -->\nalso kept\n";
+    assert_eq!(without_v1_2_additions(doc), ("# defsync contract v1.1\n\nkept\nalso kept\n".into(), 1));
+    // Text outside a block is never dropped, so an edit to v1.1 text is seen.
+    let edited = "# defsync contract v1.2\nkept, edited\n";
+    assert_ne!(without_v1_2_additions(edited).0, "# defsync contract v1.1\nkept\n");
 }

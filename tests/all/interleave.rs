@@ -572,7 +572,7 @@ impl World {
                     origin: Origin { kind: OriginType::Dashboard, ..Default::default() },
                     changes: vec![
                         Change::Delete { kind: from.0.clone(), name: from.1.clone() },
-                        Change::Put { kind: to.0.clone(), name: to.1.clone(), spec },
+                        Change::Put { kind: to.0.clone(), name: to.1.clone(), spec, blob: None },
                     ],
                 };
                 let key = format!("rename-{seed}-{n}-{attempt}");

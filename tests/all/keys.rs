@@ -66,7 +66,7 @@ fn refused(e: PlatformError, status: u16, code: &str) -> ApiError {
 }
 
 fn commit_body(parent: Option<&str>, name: &str) -> Vec<u8> {
-    let change = Change::Put { kind: "workflow".into(), name: name.into(), spec: json!({"steps": 1}) };
+    let change = Change::Put { kind: "workflow".into(), name: name.into(), spec: json!({"steps": 1}), blob: None };
     let origin = Origin { kind: OriginType::Dashboard, ..Default::default() };
     serde_json::to_vec(&CreateCommit {
         parent: parent.map(str::to_owned),

@@ -17,6 +17,7 @@ mod keys;
 mod numbers;
 mod ops;
 mod postgres;
+mod proofs;
 mod proxy;
 mod server;
 mod support;

@@ -135,7 +135,7 @@ async fn metrics_count_requests_by_route_commits_and_the_outbox_behind_a_key() {
         c.put_project(p, "x").await.unwrap();
         c.project(p).await.unwrap();
     }
-    let put = Change::Put { kind: "workflow".into(), name: "a".into(), spec: json!(1) };
+    let put = Change::Put { kind: "workflow".into(), name: "a".into(), spec: json!(1), blob: None };
     c.create_commit("p1", commit_body(vec![put]), "k1").await.unwrap();
     let url = format!("{}/metrics", server.url());
     assert_eq!(get(&url, None).await.0, 401, "metrics on the API's address need a key");
@@ -229,6 +229,7 @@ fn start_slow_commit(url: &str, project: &str) -> (TcpStream, Vec<u8>) {
             kind: "workflow".into(),
             name: format!("w{i}"),
             spec: json!({"blob": "x".repeat(10_000)}),
+            blob: None,
         })
         .collect();
     let body = commit_body(changes);
@@ -325,7 +326,7 @@ async fn sigterm_lets_the_dispatch_worker_finish_the_dispatch_it_is_sending() {
     let mut server = ServerProcess::start_with(&dir.path().join("store.db"), KEY, &args, &env);
     let c = client(&server.url(), KEY);
     c.put_project("p1", "x").await.unwrap();
-    let put = Change::Put { kind: "workflow".into(), name: "a".into(), spec: json!(1) };
+    let put = Change::Put { kind: "workflow".into(), name: "a".into(), spec: json!(1), blob: None };
     c.create_commit("p1", commit_body(vec![put]), "k1").await.unwrap();
     seen.recv_timeout(Duration::from_secs(10)).expect("the dispatch reached GitHub");
 

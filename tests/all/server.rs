@@ -196,7 +196,7 @@ fn api(e: PlatformError) -> ApiError {
 }
 
 fn put(kind: &str, name: &str, spec: Value) -> Change {
-    Change::Put { kind: kind.into(), name: name.into(), spec }
+    Change::Put { kind: kind.into(), name: name.into(), spec, blob: None }
 }
 
 fn delete(kind: &str, name: &str) -> Change {

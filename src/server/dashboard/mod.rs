@@ -627,7 +627,8 @@ async fn save(
         m => m.to_owned(),
     };
     let (kind, name) = (definition.kind.clone(), definition.name.clone());
-    let mut changes = vec![Change::Put { kind: definition.kind, name: definition.name, spec: definition.spec }];
+    let mut changes =
+        vec![Change::Put { kind: definition.kind, name: definition.name, spec: definition.spec, blob: None }];
     if renamed {
         changes.push(Change::Delete { kind: f.orig_kind.clone(), name: f.orig_name.clone() });
     }

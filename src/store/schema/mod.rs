@@ -5,7 +5,7 @@ pub mod postgres;
 pub mod sqlite;
 
 /// Bumped on any change to the tables; a store from a newer defsync is refused.
-pub const VERSION: i64 = 4;
+pub const VERSION: i64 = 5;
 
 /// The version a store is at, if this defsync can use it.
 fn check_version(v: i64) -> anyhow::Result<i64> {

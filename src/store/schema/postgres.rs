@@ -167,9 +167,15 @@ CREATE TABLE run_reports (
 CREATE INDEX run_reports_by_project ON run_reports (pid, id);
 "#;
 
+/// Version 5: each base entry may carry the Git blob ID that proves its digest (contract v1.2,
+/// "Blob proofs"); NULL for entries set without one, such as every entry before this version.
+const V5_BASE_BLOB: &str = r#"
+ALTER TABLE base ADD COLUMN blob TEXT COLLATE "C";
+"#;
+
 /// The statements that take a store from version `n - 1` to `n`, for `n` in 2..=VERSION: the
 /// same numbers as SQLite's.
-const MIGRATIONS: &[(i64, &str)] = &[(2, V2_DISPATCH_OUTBOX), (3, V3_API_KEYS), (4, V4_RUN_STATUS)];
+const MIGRATIONS: &[(i64, &str)] = &[(2, V2_DISPATCH_OUTBOX), (3, V3_API_KEYS), (4, V4_RUN_STATUS), (5, V5_BASE_BLOB)];
 
 /// Creates the tables in an empty schema, migrates an older one, or checks the version. The
 /// version each start found is logged: exactly one process creates or migrates.

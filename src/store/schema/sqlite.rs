@@ -196,8 +196,14 @@ CREATE TABLE run_reports (
 CREATE INDEX run_reports_by_project ON run_reports (pid, id);
 ";
 
+/// Version 5: each base entry may carry the Git blob ID that proves its digest (contract v1.2,
+/// "Blob proofs"); NULL for entries set without one, such as every entry before this version.
+const V5_BASE_BLOB: &str = "
+ALTER TABLE base ADD COLUMN blob TEXT;
+";
+
 /// The statements that take a store from version `n - 1` to `n`, for `n` in 2..=VERSION.
-const MIGRATIONS: &[(i64, &str)] = &[(2, V2_DISPATCH_OUTBOX), (3, V3_API_KEYS), (4, V4_RUN_STATUS)];
+const MIGRATIONS: &[(i64, &str)] = &[(2, V2_DISPATCH_OUTBOX), (3, V3_API_KEYS), (4, V4_RUN_STATUS), (5, V5_BASE_BLOB)];
 
 /// Creates the tables on a new store, migrates an older one, or checks the version.
 pub fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
@@ -255,6 +261,9 @@ mod tests {
         let n: i64 = conn.query_row("SELECT count(*) FROM api_keys", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 0);
         let n: i64 = conn.query_row("SELECT count(*) FROM run_reports", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 0);
+        // Version 5: base entries kept from before have no blob.
+        let n: i64 = conn.query_row("SELECT count(blob) FROM base", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 0);
         // Opening again changes nothing.
         migrate(&mut conn).unwrap();

@@ -68,7 +68,7 @@ fn origin(kind: OriginType) -> Origin {
 }
 
 fn commit_body(parent: Option<&str>, kind: OriginType, name: &str) -> Vec<u8> {
-    let change = Change::Put { kind: "workflow".into(), name: name.into(), spec: json!({"v": name}) };
+    let change = Change::Put { kind: "workflow".into(), name: name.into(), spec: json!({"v": name}), blob: None };
     let req = CreateCommit {
         parent: parent.map(str::to_owned),
         message: "m".into(),

@@ -28,7 +28,7 @@ async fn dashboard_commit(c: &HttpClient, project: &str) -> String {
         parent: None,
         message: "edit".into(),
         origin: Origin { kind: OriginType::Dashboard, ..Default::default() },
-        changes: vec![Change::Put { kind: "workflow".into(), name: "a".into(), spec: json!({"v": 1}) }],
+        changes: vec![Change::Put { kind: "workflow".into(), name: "a".into(), spec: json!({"v": 1}), blob: None }],
     };
     c.create_commit(project, serde_json::to_vec(&body).unwrap(), &format!("k-{project}")).await.unwrap().id
 }
