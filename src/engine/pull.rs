@@ -376,11 +376,16 @@ async fn stage(
     keep_contents: bool,
 ) -> Result<std::result::Result<(Staged, Vec<TreeEdit>, Vec<Change>), Vec<FileError>>> {
     const BATCH: usize = 1000;
+    const PACK_AT: usize = 200;
     let mut layout = Layout::new(git.all_paths.iter().map(String::as_str));
     let mut staged = Staged::default();
     let mut contents_kept = Vec::new();
     let mut changes = Vec::new();
     let writes: Vec<(&Item, &Option<Digest>)> = plan.writes().collect();
+    // A large change goes into one pack through one `git fast-import`; a small one stays loose
+    // objects, so frequent small pulls do not pile up tiny packs.
+    let mut pack = if writes.len() >= PACK_AT { Some(repo.pack_writer()?) } else { None };
+    let mut packed: Vec<String> = Vec::new();
     for batch in writes.chunks(BATCH) {
         let keys: Vec<&Key> = batch.iter().filter(|(_, d)| d.is_some()).map(|(i, _)| &i.key).collect();
         let (objects, bad) = fetch_objects(platform, req, state, &keys).await?;
@@ -401,6 +406,16 @@ async fn stage(
             }
             changes.push(change);
         }
+        if let Some(pack) = pack.as_mut() {
+            for (path, content) in files {
+                pack.add(&content)?;
+                if keep_contents {
+                    contents_kept.push(TreeEdit::Write { path: path.clone(), content });
+                }
+                packed.push(path);
+            }
+            continue;
+        }
         let oids = repo.write_blobs(&files.iter().map(|(_, c)| c.as_slice()).collect::<Vec<_>>())?;
         for ((path, content), oid) in files.into_iter().zip(oids) {
             if keep_contents {
@@ -408,6 +423,10 @@ async fn stage(
             }
             staged.writes.push((path, oid));
         }
+    }
+    if let Some(pack) = pack {
+        // The pack is installed only now, once every batch was fetched, checked and rendered.
+        staged.writes = packed.into_iter().zip(pack.finish()?).collect();
     }
     Ok(Ok((staged, contents_kept, changes)))
 }

@@ -6,6 +6,7 @@ mod credentials;
 mod faults;
 mod files;
 mod firsthour;
+mod firstpull;
 mod fuzzing;
 mod github;
 mod gitlab;
