@@ -28,13 +28,18 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    println!(
-        "| definitions | run | platform | wall ms | `git add -A` ms | ratio | HTTP requests | peak RSS MiB | files parsed | notes |"
-    );
-    println!("|---:|---|---|---:|---:|---:|---:|---:|---:|---|");
-    for n in sizes {
-        bench(n);
+    // `DEFSYNC_BENCH_TABLES=first-pull` runs only the first-pull table.
+    let tables = std::env::var("DEFSYNC_BENCH_TABLES").unwrap_or_default();
+    if tables != "first-pull" {
+        println!(
+            "| definitions | run | platform | wall ms | `git add -A` ms | ratio | HTTP requests | peak RSS MiB | files parsed | notes |"
+        );
+        println!("|---:|---|---|---:|---:|---:|---:|---:|---:|---|");
+        for &n in &sizes {
+            bench(n);
+        }
     }
+    first_pulls(&sizes);
 }
 
 struct Row<'a> {
@@ -320,4 +325,253 @@ fn bench(n: usize) {
     drop(db);
     let r = defsync(&work, &gitconfig, &embedded, &["status"]);
     record(n, "no-op status, platform without blobs (v1.1)", "embedded", &r, Some(git_ms));
+}
+
+/// First pulls (and a pull of 10% changes) next to Git writing the same tree, and what `serve`
+/// spends on the reads of a no-op sync. Its own table: every row has the Git baseline measured
+/// in the same run and the ratio. `DEFSYNC_BENCH_SERVE_BIN` runs another `defsync` binary as the
+/// server (an older build, for a before/after comparison).
+fn first_pulls(sizes: &[usize]) {
+    println!();
+    println!(
+        "| definitions | run | platform | wall ms | Git baseline ms | ratio | HTTP requests | peak RSS MiB | notes |"
+    );
+    println!("|---:|---|---|---:|---:|---:|---:|---:|---|");
+    for &n in sizes.iter().filter(|&&n| n >= 10_000) {
+        first_pull(n);
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // a table row
+fn ratio_row(
+    n: usize,
+    run: &str,
+    platform: &str,
+    ms: f64,
+    git_ms: f64,
+    requests: Option<u64>,
+    rss: Option<u64>,
+    notes: &str,
+) {
+    println!(
+        "| {n} | {run} | {platform} | {ms:.0} | {git_ms:.0} | {:.2} | {} | {} | {notes} |",
+        ms / git_ms,
+        requests.map_or("-".into(), |v| v.to_string()),
+        rss.map_or("-".into(), |v| format!("{:.1}", v as f64 / 1024.0)),
+    );
+}
+
+/// Copies the files of `from` below `rel` into `to`, keeping their paths.
+fn copy_tree(from: &Path, to: &Path, rel: &str) {
+    for e in walkdir::WalkDir::new(from.join(rel)).into_iter().filter_map(Result::ok) {
+        let target = to.join(e.path().strip_prefix(from).unwrap());
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+        } else if e.file_type().is_file() {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+/// `git add -A && git commit` in `dir`, timed.
+fn git_add_commit(dir: &Path, gitconfig: &Path) -> f64 {
+    let start = Instant::now();
+    git(dir, gitconfig, &["add", "-A"]);
+    git(dir, gitconfig, &["commit", "--quiet", "-m", "baseline"]);
+    start.elapsed().as_secs_f64() * 1000.0
+}
+
+fn first_pull(n: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let gitconfig = root.join("gitconfig");
+    std::fs::write(&gitconfig, "[user]\n\tname = Bench\n\temail = bench@example.com\n[commit]\n\tgpgsign = false\n[init]\n\tdefaultBranch = main\n").unwrap();
+    let store_path = root.join("store.db");
+    let store = Store::open(&store_path).unwrap();
+    store.put_project(PROJECT, "Bench").unwrap();
+    dashboard_commit(
+        &store,
+        (0..n)
+            .map(|i| Change::Put {
+                kind: "workflow".into(),
+                name: format!("flow-{i:06}"),
+                spec: spec(i, 1),
+                blob: None,
+            })
+            .collect(),
+    );
+    let origin = root.join("origin.git");
+    let work = root.join("work");
+    git(root, &gitconfig, &["init", "--quiet", "--bare", origin.to_str().unwrap()]);
+    git(root, &gitconfig, &["clone", "--quiet", origin.to_str().unwrap(), work.to_str().unwrap()]);
+    std::fs::write(work.join("README.md"), "bench\n").unwrap();
+    git(&work, &gitconfig, &["add", "README.md"]);
+    git(&work, &gitconfig, &["commit", "--quiet", "-m", "init"]);
+    git(&work, &gitconfig, &["push", "--quiet", "origin", "main"]);
+    let embedded = store_path.to_str().unwrap().to_owned();
+
+    let first = defsync(&work, &gitconfig, &embedded, &["pull"]);
+    assert_eq!(first.report["changes"].as_array().map(Vec::len), Some(n));
+    // The baseline: Git adding and committing the very files the pull wrote, in a fresh clone
+    // of the same starting point.
+    let baseline = root.join("baseline");
+    git(root, &gitconfig, &["init", "--quiet", baseline.to_str().unwrap()]);
+    copy_tree(&work, &baseline, "defs");
+    let git_ms = git_add_commit(&baseline, &gitconfig);
+    let stats = &first.report["stats"];
+    ratio_row(
+        n,
+        "first pull (writes every file)",
+        "embedded",
+        first.wall_ms,
+        git_ms,
+        stats["http_requests"].as_u64(),
+        stats["peak_rss_kib"].as_u64(),
+        &format!("{} changes; baseline `git add -A && git commit`", n),
+    );
+
+    // 10% changes: a large pull that is not a first pull.
+    let k = n / 10;
+    dashboard_commit(
+        &store,
+        (0..k)
+            .map(|i| Change::Put {
+                kind: "workflow".into(),
+                name: format!("flow-{:06}", i * 10),
+                spec: spec(i * 10, 2),
+                blob: None,
+            })
+            .collect(),
+    );
+    let pull = defsync(&work, &gitconfig, &embedded, &["pull"]);
+    assert_eq!(pull.report["changes"].as_array().map(Vec::len), Some(k));
+    for i in 0..k {
+        let rel = format!("defs/workflow/flow-{:06}.yaml", i * 10);
+        std::fs::copy(work.join(&rel), baseline.join(&rel)).unwrap();
+    }
+    let git_ms = git_add_commit(&baseline, &gitconfig);
+    let stats = &pull.report["stats"];
+    ratio_row(
+        n,
+        &format!("pull of {k} changes (10%)"),
+        "embedded",
+        pull.wall_ms,
+        git_ms,
+        stats["http_requests"].as_u64(),
+        stats["peak_rss_kib"].as_u64(),
+        "baseline `git add -A && git commit` of the same changes",
+    );
+    drop(store);
+    serve_reads(n, &store_path, &work, &gitconfig);
+}
+
+/// A process's CPU time (user + system) in ms and its peak resident memory in KiB, from /proc.
+fn process_usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    let hz = 100.0; // USER_HZ on Linux
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    (ticks * 1000.0 / hz, hwm)
+}
+
+/// What `serve` spends on the reads of a no-op sync (project, base, the head's manifest) of an
+/// `n`-definition project, against the bytes it sends: a first (cold) sync, then warm ones, then
+/// a manifest asked for again with `If-None-Match`.
+fn serve_reads(n: usize, store_path: &Path, work: &Path, gitconfig: &Path) {
+    let bin = std::env::var("DEFSYNC_BENCH_SERVE_BIN").unwrap_or_else(|_| BIN.into());
+    let mut child = Command::new(&bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--store"])
+        .arg(store_path)
+        .args(["--key", KEY])
+        .env("DEFSYNC_LOG", "warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("serve printed its address").unwrap();
+        if let Some(at) = line.find("http://") {
+            break line[at..].trim().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let server = Server(child, url);
+    let pid = server.0.id();
+
+    // The first sync is the real client: a no-op status, whose reads these are.
+    let (cpu0, _) = process_usage(pid);
+    let status = defsync(work, gitconfig, &server.1, &["status"]);
+    assert_eq!(status.report["stats"]["http_requests"].as_u64(), Some(3));
+    let cold_ms = status.wall_ms;
+    let (cpu1, cold_hwm) = process_usage(pid);
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let http = reqwest::Client::new();
+    let get = |path: String, etag: Option<String>| {
+        let http = http.clone();
+        let url = format!("{}{path}", server.1);
+        async move {
+            let mut req = http.get(url).bearer_auth(KEY);
+            if let Some(etag) = etag {
+                req = req.header("if-none-match", etag);
+            }
+            let res = req.send().await.unwrap();
+            let status = res.status().as_u16();
+            let etag = res.headers().get("etag").map(|v| v.to_str().unwrap().to_owned());
+            let body = res.bytes().await.unwrap();
+            (status, etag, body)
+        }
+    };
+    let sync = |if_none_match: Option<String>| {
+        runtime.block_on(async {
+            let (_, _, p) = get(format!("/v1/projects/{PROJECT}"), None).await;
+            let p: Value = serde_json::from_slice(&p).unwrap();
+            let head = p["head"]["id"].as_str().unwrap().to_owned();
+            let (s1, _, base) = get(format!("/v1/projects/{PROJECT}/sync/base"), None).await;
+            let (s2, etag, manifest) =
+                get(format!("/v1/projects/{PROJECT}/commits/{head}/manifest"), if_none_match).await;
+            assert_eq!(s1, 200);
+            (s2, etag, p.to_string().len() + base.len() + manifest.len())
+        })
+    };
+    const WARM: usize = 5;
+    let t = Instant::now();
+    let (s, etag, bytes) = sync(None);
+    assert_eq!(s, 200);
+    for _ in 1..WARM {
+        sync(None);
+    }
+    let warm_ms = t.elapsed().as_secs_f64() * 1000.0 / WARM as f64;
+    let (cpu2, _) = process_usage(pid);
+    let t = Instant::now();
+    let (s304, _, bytes304) = sync(etag.clone());
+    let cached_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let (cpu3, hwm) = process_usage(pid);
+    let mib = |b: usize| b as f64 / 1048576.0;
+    let line = |run: &str, ms: f64, cpu: f64, bytes: usize, hwm: u64, extra: &str| {
+        println!(
+            "| {n} | {run} | serve | {ms:.0} | - | - | 3 | {:.1} | serve CPU {cpu:.0} ms for {:.1} MiB sent ({:.1} ms/MiB){extra} |",
+            hwm as f64 / 1024.0,
+            mib(bytes),
+            cpu / mib(bytes).max(0.001),
+        );
+    };
+    line("serve: reads of a no-op sync, first (`defsync status`)", cold_ms, cpu1 - cpu0, bytes, cold_hwm, "");
+    line("serve: reads of a no-op sync, again", warm_ms, (cpu2 - cpu1) / WARM as f64, bytes, hwm, ", mean of 5");
+    line(
+        "serve: reads of a no-op sync, manifest `If-None-Match`",
+        cached_ms,
+        cpu3 - cpu2,
+        bytes304,
+        hwm,
+        &format!(", manifest answered {s304}, ETag {}", etag.as_deref().unwrap_or("none")),
+    );
 }

@@ -536,6 +536,42 @@ impl Repo {
         Ok(oids)
     }
 
+    /// Starts writing blobs into one new pack through `git fast-import`, for large changes: one
+    /// process and one pack file instead of a scratch file and a loose object per blob, and a
+    /// pack that `git push` sends on without compressing every object again.
+    pub fn pack_writer(&self) -> Result<PackWriter> {
+        let git_dir = self.git_dir()?;
+        let scratch = tempfile::Builder::new()
+            .prefix("defsync-")
+            .tempdir_in(&git_dir)
+            .map_err(|e| Error::Git(format!("cannot create a scratch folder in {}: {e}", git_dir.display())))?;
+        let marks = scratch.path().join("marks");
+        let mut export = std::ffi::OsString::from("--export-marks=");
+        export.push(&marks);
+        // `--done`: a stream cut short (defsync failing mid-way) is an error, and no pack is
+        // installed from it.
+        let mut cmd =
+            self.command([OsStr::new("fast-import"), OsStr::new("--quiet"), OsStr::new("--done"), export.as_os_str()]);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| Error::Git(format!("cannot run git fast-import: {e}")))?;
+        let stdin = std::io::BufWriter::with_capacity(1 << 16, child.stdin.take().expect("piped"));
+        // Drained on a thread, so a chatty failure can never block the stream.
+        let mut stderr = child.stderr.take().expect("piped");
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        Ok(PackWriter {
+            child: Some(child),
+            stdin: Some(stdin),
+            stderr: Some(stderr),
+            marks,
+            count: 0,
+            _scratch: scratch,
+        })
+    }
+
     pub fn git_dir(&self) -> Result<PathBuf> {
         let dir = self.run(["rev-parse", "--absolute-git-dir"])?;
         Ok(PathBuf::from(dir.trim_end_matches(['\n', '\r'])))
@@ -677,6 +713,86 @@ impl Repo {
     /// The subject and trailers of a commit, for reports.
     pub fn commit_message(&self, commit: &str) -> Result<String> {
         self.run(["log", "-1", "--format=%B", commit])
+    }
+}
+
+/// Blobs on their way into one pack (see [`Repo::pack_writer`]). Nothing is in the object
+/// store before [`PackWriter::finish`]; dropped unfinished, git is stopped and no pack is
+/// installed.
+pub struct PackWriter {
+    child: Option<std::process::Child>,
+    stdin: Option<std::io::BufWriter<std::process::ChildStdin>>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+    marks: PathBuf,
+    count: usize,
+    _scratch: tempfile::TempDir,
+}
+
+impl PackWriter {
+    /// Streams a blob to git; its name is known once the pack is finished.
+    pub fn add(&mut self, content: &[u8]) -> Result<()> {
+        self.count += 1;
+        let stdin = self.stdin.as_mut().expect("open until finished");
+        let header = format!("blob\nmark :{}\ndata {}\n", self.count, content.len());
+        let sent = stdin
+            .write_all(header.as_bytes())
+            .and_then(|()| stdin.write_all(content))
+            .and_then(|()| stdin.write_all(b"\n"));
+        sent.map_err(|e| self.failed(&format!("cannot stream a blob to git fast-import: {e}")))
+    }
+
+    /// Ends the stream, waits for the pack to be installed, and returns the blobs' names in the
+    /// order they were added.
+    pub fn finish(mut self) -> Result<Vec<Oid>> {
+        let mut stdin = self.stdin.take().expect("open until finished");
+        if let Err(e) = stdin.write_all(b"done\n").and_then(|()| stdin.flush()) {
+            return Err(self.failed(&format!("cannot end the git fast-import stream: {e}")));
+        }
+        drop(stdin);
+        let status = self.child.take().expect("running").wait().map_err(|e| Error::Git(e.to_string()))?;
+        let said = self.stderr.take().map(|t| t.join().unwrap_or_default()).unwrap_or_default();
+        if !status.success() {
+            return Err(Error::Git(format!("`git fast-import` failed ({status}): {}", said.trim())));
+        }
+        let marks = std::fs::read_to_string(&self.marks)
+            .map_err(|e| Error::Git(format!("cannot read git fast-import's marks {}: {e}", self.marks.display())))?;
+        let mut oids = vec![None; self.count];
+        for line in marks.lines() {
+            let parsed = line.strip_prefix(':').and_then(|l| l.split_once(' '));
+            let Some((mark, oid)) = parsed.and_then(|(m, o)| Some((m.parse::<usize>().ok()?, o))) else {
+                return Err(Error::Git(format!("unexpected line in git fast-import's marks: {line:?}")));
+            };
+            if let Some(slot) = mark.checked_sub(1).and_then(|i| oids.get_mut(i)) {
+                *slot = Some(oid.to_owned());
+            }
+        }
+        oids.into_iter()
+            .enumerate()
+            .map(|(i, o)| o.ok_or_else(|| Error::Git(format!("git fast-import did not name blob {}", i + 1))))
+            .collect()
+    }
+
+    /// Stops git (a broken pipe means it died) and returns its message.
+    fn failed(&mut self, what: &str) -> Error {
+        self.abort();
+        let said = self.stderr.take().map(|t| t.join().unwrap_or_default()).unwrap_or_default();
+        Error::Git(format!("{what}: {}", said.trim()))
+    }
+
+    fn abort(&mut self) {
+        // Closing stdin without `done` makes fast-import fail and discard its pack; kill it too,
+        // so nothing waits on a half-read stream.
+        self.stdin.take();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PackWriter {
+    fn drop(&mut self) {
+        self.abort();
     }
 }
 

@@ -160,6 +160,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         metrics,
         dashboard: options.dashboard.map(dashboard::Dashboard::new),
         webhooks: hooks.clone(),
+        manifests: ManifestCache::new(MANIFEST_CACHE_BYTES),
     });
     // Deliveries recorded before a stop are processed now, then each as it arrives.
     let hook_task = hooks.map(|h| webhooks::start(state.store.clone(), h, stop_rx.clone()));
@@ -279,7 +280,12 @@ struct AppState {
     dashboard: Option<dashboard::Dashboard>,
     /// Webhooks, when a secret is configured.
     webhooks: Option<Arc<webhooks::Webhooks>>,
+    manifests: ManifestCache,
 }
+
+/// How many bytes of serialised manifests a `serve` process keeps: a 100,000-definition
+/// manifest is about 13 MiB.
+const MANIFEST_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The Sync API over `store`, accepting `keys` (full access) and the store's own keys as bearer
 /// tokens, with `/metrics` behind a key.
@@ -291,6 +297,7 @@ pub fn router(store: Arc<Store>, keys: &[String]) -> Router {
         metrics: Arc::new(Metrics::new()),
         dashboard: None,
         webhooks: None,
+        manifests: ManifestCache::new(MANIFEST_CACHE_BYTES),
     });
     build_router(state, true)
 }
@@ -397,8 +404,10 @@ async fn put_project(State(s): State<Arc<AppState>>, Path(project): Path<String>
 
 async fn get_base(State(s): State<Arc<AppState>>, Path(project): Path<String>) -> Answer {
     let store = s.store.clone();
-    let (base, etag) = blocking(move || store.base(&project)).await?;
-    with_etag(json(StatusCode::OK, &base), &etag)
+    let (base, etag) = blocking(move || store.base_json(&project)).await?;
+    let mut response = Response::new(Body::from(base));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    with_etag(response, &etag)
 }
 
 async fn put_sync(
@@ -465,30 +474,74 @@ async fn get_commit(State(s): State<Arc<AppState>>, Path((project, commit)): Pat
     Ok(json(StatusCode::OK, &commit))
 }
 
-async fn get_manifest(State(s): State<Arc<AppState>>, Path((project, commit)): Path<(String, String)>) -> Answer {
-    let store = s.store.clone();
-    // Serialised on the blocking thread too: a 100,000-entry manifest is megabytes of JSON.
-    let body = blocking(move || {
-        let manifest = store.manifest(&project, &commit)?;
-        serde_json::to_vec(&manifest).map_err(|e| ApiError::new(500, "internal", e.to_string()))
-    })
-    .await?;
-    let mut response = Response::new(Body::from(body));
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+/// A manifest's entity tag: its commit's ID, which names it for ever.
+fn manifest_etag(commit: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!("\"{commit}\"")).ok()
+}
+
+/// Whether an `If-None-Match` header names `etag` (weak comparison, as RFC 9110 asks for this
+/// header) or is `*`.
+fn none_match(headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    let ours = etag.to_str().unwrap_or_default();
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').map(str::trim).any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == ours))
+}
+
+async fn get_manifest(
+    State(s): State<Arc<AppState>>,
+    Path((project, commit)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Answer {
+    let etag = manifest_etag(&commit);
+    let key = (project, commit);
+    let cached = s.manifests.get(&key);
+    let revalidated = etag.as_ref().is_some_and(|e| none_match(&headers, e));
+    let body = match cached {
+        Some(body) => Some(body),
+        None if revalidated => {
+            // Only whether the commit exists: a 304 never builds the manifest.
+            let store = s.store.clone();
+            let (project, commit) = key.clone();
+            blocking(move || store.commit(&project, &commit)).await?;
+            None
+        }
+        None => {
+            let store = s.store.clone();
+            let (project, commit) = key.clone();
+            // Serialised on the blocking thread too: a 100,000-entry manifest is megabytes of JSON.
+            let body = blocking(move || store.manifest_json(&project, &commit)).await?;
+            let body = Bytes::from(body);
+            s.manifests.put(key, body.clone());
+            Some(body)
+        }
+    };
+    let mut response = match body {
+        Some(_) if revalidated => Response::new(Body::empty()),
+        Some(body) => Response::new(Body::from(body)),
+        None => Response::new(Body::empty()),
+    };
+    if revalidated {
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+    } else {
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
     // A manifest never changes.
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=31536000, immutable"));
+    if let Some(etag) = etag {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
     Ok(response)
 }
 
 async fn batch_get(State(s): State<Arc<AppState>>, Path(project): Path<String>, body: Bytes) -> Answer {
     let store = s.store.clone();
-    let body = blocking(move || {
-        let answer = store.batch_get(&project, &body)?;
-        serde_json::to_vec(&answer).map_err(|e| ApiError::new(500, "internal", e.to_string()))
-    })
-    .await?;
+    // Written object by object: only one definition's spec is ever a parsed value.
+    let body = blocking(move || store.batch_get_json(&project, &body)).await?;
     let mut response = Response::new(Body::from(body));
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(response)
@@ -564,6 +617,57 @@ async fn list_run_reports(
     let store = s.store.clone();
     let reports = blocking(move || store.run_reports(&project, limit)).await?;
     Ok(json(StatusCode::OK, &serde_json::json!({ "runs": reports })))
+}
+
+/// Serialised manifests by project and commit, the least recently used dropped first once they
+/// hold more than their budget of bytes. Manifests never change, so an entry is never stale.
+struct ManifestCache {
+    budget: usize,
+    inner: std::sync::Mutex<CacheInner>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    used: usize,
+    clock: u64,
+    entries: std::collections::HashMap<(String, String), (Bytes, u64)>,
+}
+
+impl ManifestCache {
+    fn new(budget: usize) -> Self {
+        ManifestCache { budget, inner: std::sync::Mutex::new(CacheInner::default()) }
+    }
+
+    fn get(&self, key: &(String, String)) -> Option<Bytes> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.clock += 1;
+        let now = inner.clock;
+        let (body, used) = inner.entries.get_mut(key)?;
+        *used = now;
+        Some(body.clone())
+    }
+
+    fn put(&self, key: (String, String), body: Bytes) {
+        if body.len() > self.budget {
+            return;
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.clock += 1;
+        let now = inner.clock;
+        inner.used += body.len();
+        if let Some((old, _)) = inner.entries.insert(key, (body, now)) {
+            inner.used -= old.len();
+        }
+        while inner.used > self.budget {
+            // A linear scan: the budget holds few large manifests, and many small ones are cheap.
+            let Some(oldest) = inner.entries.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| k.clone()) else {
+                break;
+            };
+            if let Some((old, _)) = inner.entries.remove(&oldest) {
+                inner.used -= old.len();
+            }
+        }
+    }
 }
 
 async fn no_route() -> Failure {

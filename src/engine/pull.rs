@@ -119,6 +119,11 @@ pub async fn pull(repo: &Repo, platform: &Platform, forge: &dyn Forge, req: &Req
         if !problems.is_empty() {
             return Ok(invalid(report, problems));
         }
+        // Verified: what follows needs neither the plan nor the staged paths, and at 100,000
+        // definitions the memory they free is what the base update reuses.
+        drop((plan, staged));
+        let mut written = written;
+        written.all_paths = Vec::new();
         let message = commit_message(req, &state, &report.changes);
         phase("verified");
         let commit = match deliver(repo, forge, req, &tip, &tree, &api_edits, &message, &state, &report).await? {
@@ -376,11 +381,16 @@ async fn stage(
     keep_contents: bool,
 ) -> Result<std::result::Result<(Staged, Vec<TreeEdit>, Vec<Change>), Vec<FileError>>> {
     const BATCH: usize = 1000;
+    const PACK_AT: usize = 200;
     let mut layout = Layout::new(git.all_paths.iter().map(String::as_str));
     let mut staged = Staged::default();
     let mut contents_kept = Vec::new();
     let mut changes = Vec::new();
     let writes: Vec<(&Item, &Option<Digest>)> = plan.writes().collect();
+    // A large change goes into one pack through one `git fast-import`; a small one stays loose
+    // objects, so frequent small pulls do not pile up tiny packs.
+    let mut pack = if writes.len() >= PACK_AT { Some(repo.pack_writer()?) } else { None };
+    let mut packed: Vec<String> = Vec::new();
     for batch in writes.chunks(BATCH) {
         let keys: Vec<&Key> = batch.iter().filter(|(_, d)| d.is_some()).map(|(i, _)| &i.key).collect();
         let (objects, bad) = fetch_objects(platform, req, state, &keys).await?;
@@ -401,6 +411,16 @@ async fn stage(
             }
             changes.push(change);
         }
+        if let Some(pack) = pack.as_mut() {
+            for (path, content) in files {
+                pack.add(&content)?;
+                if keep_contents {
+                    contents_kept.push(TreeEdit::Write { path: path.clone(), content });
+                }
+                packed.push(path);
+            }
+            continue;
+        }
         let oids = repo.write_blobs(&files.iter().map(|(_, c)| c.as_slice()).collect::<Vec<_>>())?;
         for ((path, content), oid) in files.into_iter().zip(oids) {
             if keep_contents {
@@ -408,6 +428,10 @@ async fn stage(
             }
             staged.writes.push((path, oid));
         }
+    }
+    if let Some(pack) = pack {
+        // The pack is installed only now, once every batch was fetched, checked and rendered.
+        staged.writes = packed.into_iter().zip(pack.finish()?).collect();
     }
     Ok(Ok((staged, contents_kept, changes)))
 }

@@ -598,6 +598,58 @@ impl Store {
     /// most 16 MiB of canonical forms: a larger answer is 422 `invalid` (the request is not too
     /// large, the answer would be), so the client splits its batches by the manifest's sizes.
     pub fn batch_get(&self, project: &str, body: &[u8]) -> R<BatchGetResponse> {
+        let (objects, missing) = self.batch_get_each(project, body, Vec::new, |objects, o| {
+            objects.push(o);
+            Ok(())
+        })?;
+        Ok(BatchGetResponse { objects, missing })
+    }
+
+    /// [`Store::batch_get`]'s answer as JSON, byte for byte what serialising it gives, written
+    /// one object at a time: only one spec is a parsed value at once, not up to 16 MiB of them.
+    pub fn batch_get_json(&self, project: &str, body: &[u8]) -> R<Vec<u8>> {
+        let start = || b"{\"objects\":[".to_vec();
+        let (mut out, missing) = self.batch_get_each(project, body, start, |out, o| {
+            if out.last() != Some(&b'[') {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut *out, &o).map_err(|e| internal(e.to_string()))
+        })?;
+        out.extend_from_slice(b"],\"missing\":");
+        serde_json::to_writer(&mut out, &missing).map_err(|e| internal(e.to_string()))?;
+        out.push(b'}');
+        Ok(out)
+    }
+
+    /// The head's or an older commit's manifest as JSON, serialised into one buffer sized for it.
+    pub fn manifest_json(&self, project: &str, commit: &str) -> R<Vec<u8>> {
+        let manifest = self.manifest(project, commit)?;
+        // About 120 bytes of JSON around each entry's kind and name.
+        let size = manifest.entries.iter().map(|e| e.kind.len() + e.name.len() + 128).sum::<usize>() + 1024;
+        let mut out = Vec::with_capacity(size);
+        serde_json::to_writer(&mut out, &manifest).map_err(|e| internal(e.to_string()))?;
+        Ok(out)
+    }
+
+    /// [`Store::base`] as JSON, serialised into one buffer sized for it.
+    pub fn base_json(&self, project: &str) -> R<(Vec<u8>, ETag)> {
+        let (base, etag) = self.base(project)?;
+        let size = base.entries.iter().map(|e| e.kind.len() + e.name.len() + 112).sum::<usize>() + 64;
+        let mut out = Vec::with_capacity(size);
+        serde_json::to_writer(&mut out, &base).map_err(|e| internal(e.to_string()))?;
+        Ok((out, etag))
+    }
+
+    /// Checks a batch-get request and hands each object found to `found` with the accumulator
+    /// `start` made, in the order asked (once each); returns it and the digests not found. A
+    /// transaction run again after a race starts again from a new accumulator.
+    fn batch_get_each<A>(
+        &self,
+        project: &str,
+        body: &[u8],
+        start: impl Fn() -> A,
+        mut found: impl FnMut(&mut A, Object) -> R<()>,
+    ) -> R<(A, Vec<Digest>)> {
         self.project_exists(project)?;
         let req: BatchGetRequest = strict::parse(body).map_err(invalid)?;
         if req.digests.len() > MAX_BATCH_DIGESTS {
@@ -609,7 +661,7 @@ impl Store {
         self.read(|tx| {
             let p = project_row(tx, project)?;
             let mut seen = HashSet::with_capacity(req.digests.len());
-            let mut objects = Vec::with_capacity(req.digests.len());
+            let mut acc = start();
             let mut missing = Vec::new();
             let mut total: u64 = 0;
             for digest in &req.digests {
@@ -628,9 +680,9 @@ impl Store {
                 }
                 let spec: Value =
                     serde_json::from_str(&spec).map_err(|e| internal(format!("stored spec of {digest}: {e}")))?;
-                objects.push(Object { digest: digest.clone(), kind, name, spec });
+                found(&mut acc, Object { digest: digest.clone(), kind, name, spec })?;
             }
-            Ok(BatchGetResponse { objects, missing })
+            Ok((acc, missing))
         })
     }
 

@@ -7,6 +7,7 @@ mod dashboard;
 mod faults;
 mod files;
 mod firsthour;
+mod firstpull;
 mod fuzzing;
 mod github;
 mod gitlab;

@@ -363,6 +363,97 @@ async fn projects_commits_and_manifests() {
     assert_eq!(serde_json::to_string(&got.objects[0].spec).unwrap(), r#"{"z":1,"a":[1.5,"x"]}"#);
 }
 
+/// A GET with the key and optional `If-None-Match`: status, `ETag` and the body's bytes.
+async fn get_raw(url: &str, if_none_match: Option<&str>) -> (u16, Option<String>, Vec<u8>) {
+    let mut r = reqwest::Client::new().get(url).bearer_auth(KEY);
+    if let Some(tag) = if_none_match {
+        r = r.header("if-none-match", tag);
+    }
+    let answer = r.send().await.unwrap();
+    let status = answer.status().as_u16();
+    let etag = answer.headers().get("etag").map(|v| v.to_str().unwrap().to_owned());
+    (status, etag, answer.bytes().await.unwrap().to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_is_tagged_by_its_commit_and_answers_304_when_it_matches() {
+    let (_d, server, c) = setup().await;
+    let c1 = commit(&c, dashboard(), vec![put("workflow", "a", json!({"n": 1}))]).await.unwrap();
+    let c2 = commit(&c, dashboard(), vec![put("workflow", "b", json!({"n": 2}))]).await.unwrap();
+    let url = |id: &str| format!("{}/v1/projects/{P}/commits/{id}/manifest", server.url());
+    let tag = format!("\"{}\"", c1.id);
+    let (status, etag, first) = get_raw(&url(&c1.id), None).await;
+    assert_eq!((status, etag.as_deref()), (200, Some(tag.as_str())));
+    // From the cache now: the same bytes.
+    assert_eq!(get_raw(&url(&c1.id), None).await, (200, Some(tag.clone()), first.clone()));
+    for matching in [tag.clone(), format!("W/{tag}"), format!("\"x\", {tag}"), "*".into()] {
+        let (status, etag, body) = get_raw(&url(&c1.id), Some(&matching)).await;
+        assert_eq!((status, etag.as_deref(), body.len()), (304, Some(tag.as_str()), 0), "{matching}");
+    }
+    // Another commit's tag, or a tag that is not quoted, gets the manifest.
+    for other in [format!("\"{}\"", c2.id), c1.id.clone(), "\"\"".into()] {
+        assert_eq!(get_raw(&url(&c1.id), Some(&other)).await.2, first, "{other}");
+    }
+    // A 304 never stands in for a commit that does not exist, cached or not.
+    let (status, _, _) = get_raw(&url("no-such-commit"), Some("*")).await;
+    assert_eq!(status, 404);
+    let (status, etag, _) = get_raw(&url(&c2.id), Some(&format!("\"{}\"", c2.id))).await;
+    assert_eq!((status, etag), (304, Some(format!("\"{}\"", c2.id))));
+    // The typed client still reads it.
+    assert_eq!(c.manifest(P, &c1.id).await.unwrap().commit, c1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_base_and_batch_get_answers_equal_the_serialised_values_byte_for_byte() {
+    // The answers are written straight into bytes (and the manifest cached); they must stay
+    // exactly what serialising the whole value gives.
+    let (_d, server, c) = setup().await;
+    let specs = [
+        json!({"z": 1, "a": [1.5, "x", null, true], "q": "say \"hi\"\n\u{1}", "é": {"deep": [[], {}]}}),
+        json!(12345678000129.125),
+        json!("plain"),
+        json!([]),
+    ];
+    let changes: Vec<Change> =
+        specs.iter().enumerate().map(|(i, s)| put("workflow", &format!("w/\"{i}\" ü"), s.clone())).collect();
+    let c1 = commit(&c, dashboard(), changes).await.unwrap();
+    let base: Vec<Value> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| json!({"kind": "workflow", "name": format!("w/\"{i}\" ü"), "digest": digest("workflow", &format!("w/\"{i}\" ü"), s.clone())}))
+        .collect();
+    c.put_sync(P, &ETag::none(), sync_body(Some(&c1.id), true, json!(base))).await.unwrap();
+
+    let store = defsync::store::Store::open(&server.store).unwrap();
+    let manifest_url = format!("{}/v1/projects/{P}/commits/{}/manifest", server.url(), c1.id);
+    let expected = serde_json::to_vec(&store.manifest(P, &c1.id).unwrap()).unwrap();
+    assert_eq!(get_raw(&manifest_url, None).await.2, expected);
+    assert_eq!(get_raw(&manifest_url, None).await.2, expected, "cached");
+    let expected = serde_json::to_vec(&store.base(P).unwrap().0).unwrap();
+    assert_eq!(get_raw(&format!("{}/v1/projects/{P}/sync/base", server.url()), None).await.2, expected);
+
+    let mut digests: Vec<String> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| digest("workflow", &format!("w/\"{i}\" ü"), s.clone()).to_string())
+        .collect();
+    digests.push(digest("workflow", "never", json!(0)).to_string());
+    digests.push(digests[1].clone());
+    for asked in [digests.clone(), vec![], vec![digests[4].clone()]] {
+        let body = serde_json::to_vec(&json!({"digests": asked})).unwrap();
+        let expected = serde_json::to_vec(&store.batch_get(P, &body).unwrap()).unwrap();
+        let answer = reqwest::Client::new()
+            .post(format!("{}/v1/projects/{P}/objects/batch-get", server.url()))
+            .bearer_auth(KEY)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 200);
+        assert_eq!(answer.bytes().await.unwrap().to_vec(), expected, "{asked:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_refusals() {
     let (_d, _server, c) = setup().await;
