@@ -20,6 +20,7 @@ import re
 import sys
 import time
 
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect, sync_playwright
 
 URL = os.environ["DEFSYNC_URL"].rstrip("/")
@@ -61,12 +62,25 @@ def shot(page, name):
         page.screenshot(path=os.path.join(SHOTS, f"{name}.png"), full_page=False)
 
 
+def goto(page, url):
+    """Opens `url`. The page reloads itself while a pull is queued or running (dashboard.js), and
+    that reload may cut a navigation short: then it is tried again."""
+    for attempt in range(3):
+        try:
+            page.goto(url)
+            return
+        except PlaywrightError as e:
+            if "interrupted by another navigation" not in str(e) or attempt == 2:
+                raise
+            page.wait_for_load_state()
+
+
 def wait_for_status(page, seq, status, timeout=30):
     """Reloads the project page until commit `seq`'s pull shows `status`."""
     deadline = time.time() + timeout
     seen = None
     while time.time() < deadline:
-        page.goto(f"{URL}/projects/{PROJECT}#commit-{seq}")
+        goto(page, f"{URL}/projects/{PROJECT}#commit-{seq}")
         cell = page.locator(f"#commit-{seq} .dispatch .status")
         seen = cell.get_attribute("data-status") if cell.count() else None
         if seen == status:
@@ -77,7 +91,7 @@ def wait_for_status(page, seq, status, timeout=30):
 
 def edit(page, name, old, new):
     """Opens a definition from the project page, edits its text and saves; the new seq."""
-    page.goto(f"{URL}/projects/{PROJECT}#definitions")
+    goto(page, f"{URL}/projects/{PROJECT}#definitions")
     page.locator("#definitions a.name", has_text=name).first.click()
     area = page.get_by_label("Definition (YAML: kind, name, spec)")
     text = area.input_value()
@@ -105,7 +119,7 @@ def main():
         )
 
         step("log in")
-        page.goto(URL + "/")
+        goto(page, URL + "/")
         expect(page).to_have_url(URL + "/login")
         expect(page.locator("html")).to_have_attribute("lang", "en")
         shot(page, "login")
@@ -133,7 +147,7 @@ def main():
         step("edit a definition and see the commit in the history")
         seq = edit(page, "salesforce", "api_version: '61.0'", "api_version: '62.0'")
         shot(page, "definition")
-        page.goto(f"{URL}/projects/{PROJECT}#history")
+        goto(page, f"{URL}/projects/{PROJECT}#history")
         first = page.locator("ol.history > li").first
         expect(first).to_have_id(f"commit-{seq}")
         expect(first).to_contain_text("dashboard")
@@ -166,7 +180,7 @@ def main():
         # GitHub accepts it this time: the run it started shows up, queued.
         deadline = time.time() + 30
         while True:
-            page.goto(f"{URL}/projects/{PROJECT}#commit-{seq}")
+            goto(page, f"{URL}/projects/{PROJECT}#commit-{seq}")
             cell = page.locator(f"#commit-{seq} .dispatch")
             if cell.locator(".status").get_attribute("data-status") == "queued" and cell.get_by_role("link", name="run").count():
                 break
@@ -176,7 +190,7 @@ def main():
         expect(page.locator("p.notice")).to_contain_text("A pull is queued")
 
         step("a refused save shows the error at its line and keeps the text")
-        page.goto(f"{URL}/projects/{PROJECT}/definition")
+        goto(page, f"{URL}/projects/{PROJECT}/definition")
         area = page.get_by_label("Definition (YAML: kind, name, spec)")
         area.fill("kind: workflow\nname: new-one\nspec:\n  a: 1\n  a: 2\n")
         page.get_by_role("button", name="Save").click()
@@ -186,7 +200,7 @@ def main():
         shot(page, "invalid")
 
         step("keyboard: the skip link comes first")
-        page.goto(f"{URL}/projects/{PROJECT}")
+        goto(page, f"{URL}/projects/{PROJECT}")
         page.keyboard.press("Tab")
         assert page.evaluate("() => document.activeElement.textContent") == "Skip to content"
 
