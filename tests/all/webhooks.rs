@@ -350,6 +350,11 @@ const GL_TOKEN: &str = "glwt-test-3c9d";
 /// `group/defs` as pipeline 31 (as the GitLab dispatch records it), and a server accepting
 /// GitLab webhooks with the hash of [`GL_TOKEN`] and no read token.
 fn gitlab_setup() -> (tempfile::TempDir, ServerProcess, PathBuf) {
+    gitlab_setup_with("group/defs", &[])
+}
+
+/// [`gitlab_setup`] with the dispatch sent to `target` and more environment for the server.
+fn gitlab_setup_with(target: &str, env: &[(&str, &str)]) -> (tempfile::TempDir, ServerProcess, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");
     {
@@ -361,12 +366,13 @@ fn gitlab_setup() -> (tempfile::TempDir, ServerProcess, PathBuf) {
         store.create_commit(P, &serde_json::to_vec(&body).unwrap(), None).unwrap();
         let policy = defsync::store::RetryPolicy::default();
         let d = store.claim_due_dispatches(&policy).unwrap().pop().unwrap();
-        let sent =
-            defsync::store::SentDispatch { forge: "gitlab", target: "group/defs", run_id: Some(31), run_url: None };
+        let sent = defsync::store::SentDispatch { forge: "gitlab", target, run_id: Some(31), run_url: None };
         store.mark_dispatch_done(d.id, &sent).unwrap();
     }
     let hash = defsync::server::token_sha256(GL_TOKEN);
-    let server = ServerProcess::start_with(&path, KEY, &[], &[("DEFSYNC_GITLAB_WEBHOOK_TOKEN_SHA256", hash.as_str())]);
+    let mut all_env = vec![("DEFSYNC_GITLAB_WEBHOOK_TOKEN_SHA256", hash.as_str())];
+    all_env.extend_from_slice(env);
+    let server = ServerProcess::start_with(&path, KEY, &[], &all_env);
     (dir, server, path)
 }
 
@@ -436,6 +442,28 @@ async fn a_gitlab_token_is_checked_and_pipeline_events_record_the_status() {
         post_gitlab(&server, Some(GL_TOKEN), "u-3", &pipeline_event("other/proj", 99, "success")).await;
     assert_eq!((status, answer["status"].as_str()), (202, Some("ignored")), "{answer}");
     assert!(!server.logs().contains(GL_TOKEN), "the token is never logged");
+}
+
+/// With a read token, the event is only a hint: the status recorded is the one GitLab's API gives
+/// for the pipeline (here `success`, while the event still says `running`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_read_token_a_pipeline_event_is_read_back_from_gitlab() {
+    use crate::gitlab::standin::{PROJECT_ID, PROJECT_PATH, StandIn};
+    let gitlab = StandIn::start().await;
+    gitlab.state.lock().unwrap().pipeline_status.insert(31, "success".into());
+    let env = [("DEFSYNC_GITLAB_READ_TOKEN", "glpat-maintainer"), ("DEFSYNC_GITLAB_URL", gitlab.url.as_str())];
+    let (_dir, server, store) = gitlab_setup_with(PROJECT_PATH, &env);
+    let mut running = pipeline_event(PROJECT_PATH, 31, "running");
+    running["project"]["id"] = json!(PROJECT_ID);
+    let (status, answer) = post_gitlab(&server, Some(GL_TOKEN), "u-read-1", &running).await;
+    assert_eq!(status, 202, "{answer}");
+    let row = wait_gitlab_status(&server, &store, "succeeded").await;
+    assert_eq!(row.run_url, Some(format!("{}/{PROJECT_PATH}/-/pipelines/31", gitlab.url.trim_end_matches("/api/v4"))));
+    let reads: Vec<_> = gitlab.exchanges().into_iter().filter(|e| e.path.ends_with("/pipelines/31")).collect();
+    assert_eq!(reads.len(), 1, "one read of the pipeline: {reads:?}");
+    assert_eq!((reads[0].method.as_str(), reads[0].status), ("GET", 200));
+    assert!(!server.logs().contains("glpat-maintainer"), "the read token is never logged");
+    gitlab.assert_conforms();
 }
 
 // Run reports (contract v1.2).

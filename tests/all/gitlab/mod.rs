@@ -4,7 +4,7 @@
 mod autodispatch;
 mod delivery;
 mod schema;
-mod standin;
+pub(crate) mod standin;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;

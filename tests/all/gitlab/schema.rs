@@ -129,10 +129,22 @@ fn request_schema(op: &Value) -> &Value {
     &op["requestBody"]["content"]["application/json"]["schema"]
 }
 
+/// `GET /projects/:id/pipelines/:pipeline_id`, which `serve` reads when a pipeline webhook
+/// arrives: the vendored subset of GitLab's description does not have it, so the request is
+/// checked for its shape only, and the stand-in answers as go-gitlab's recorded pipeline and
+/// GitLab's docs ("Get a single pipeline") show.
+fn is_undescribed_read(method: &str, raw_path: &str) -> bool {
+    let segs: Vec<&str> = raw_path.trim_start_matches('/').trim_start_matches("api/v4/").split('/').collect();
+    method == "get" && matches!(segs.as_slice(), ["projects", _, "pipelines", id] if id.parse::<u64>().is_ok())
+}
+
 /// What is wrong with a request: its path, its query parameters and its body. Empty when it
 /// conforms.
 pub fn check_request(method: &str, raw_path: &str, query: &[(String, String)], body: Option<&Value>) -> Vec<String> {
     let Some(template) = template_for(method, raw_path) else {
+        if is_undescribed_read(method, raw_path) && query.is_empty() && body.is_none() {
+            return vec![];
+        }
         return vec![format!("{} {raw_path} is not an operation of the OpenAPI subset", method.to_uppercase())];
     };
     let op = &spec()["paths"][&template][method];
