@@ -409,18 +409,7 @@ async fn process_github(store: &Arc<Store>, hooks: &Webhooks, d: &Delivery) -> O
             }
         }
         GitHubEvent::Push { repository, git_ref, after } => {
-            let store = store.clone();
-            let shown = format!("{repository} {git_ref} moved to {after}");
-            match store_call(move || store.record_push("github", &repository, &git_ref, &after)).await {
-                Ok(()) => {
-                    tracing::info!("webhook: {}", data(&shown));
-                    Outcome::Done
-                }
-                Err(e) => {
-                    tracing::error!("webhook: cannot record that {}: {}", data(&shown), data(&e));
-                    Outcome::Later
-                }
-            }
+            record_push(store, "github", repository, git_ref, after).await
         }
         GitHubEvent::Ping | GitHubEvent::Other(_) => Outcome::Done,
     }
@@ -500,24 +489,35 @@ async fn process_gitlab(store: &Arc<Store>, hooks: &Webhooks, d: &Delivery) -> O
             log_recorded(written, "pipeline", pipeline_id, run_status)
         }
         GitLabEvent::Push { project_path, git_ref, after } => {
-            let store = store.clone();
-            let shown = format!("{project_path} {git_ref} moved to {after}");
-            match store_call(move || store.record_push("gitlab", &project_path, &git_ref, &after)).await {
-                Ok(()) => {
-                    tracing::info!("webhook: {}", data(&shown));
-                    Outcome::Done
-                }
-                Err(e) => {
-                    tracing::error!("webhook: cannot record that {}: {}", data(&shown), data(&e));
-                    Outcome::Later
-                }
-            }
+            record_push(store, "gitlab", project_path, git_ref, after).await
         }
         GitLabEvent::Other(_) => Outcome::Done,
     }
 }
 
 /// A GitLab pipeline status as the outbox keeps it; `None` for one defsync does not know.
+/// Records that a branch moved, from either forge's push event.
+async fn record_push(
+    store: &Arc<Store>,
+    forge: &'static str,
+    repository: String,
+    git_ref: String,
+    after: String,
+) -> Outcome {
+    let store = store.clone();
+    let shown = format!("{repository} {git_ref} moved to {after}");
+    match store_call(move || store.record_push(forge, &repository, &git_ref, &after)).await {
+        Ok(()) => {
+            tracing::info!("webhook: {}", data(&shown));
+            Outcome::Done
+        }
+        Err(e) => {
+            tracing::error!("webhook: cannot record that {}: {}", data(&shown), data(&e));
+            Outcome::Later
+        }
+    }
+}
+
 pub(super) fn gitlab_status(status: &str) -> Option<RunStatus> {
     Some(match status {
         "created" | "waiting_for_resource" | "preparing" | "pending" | "scheduled" | "manual" => RunStatus::Queued,
