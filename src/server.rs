@@ -405,7 +405,7 @@ async fn put_project(State(s): State<Arc<AppState>>, Path(project): Path<String>
 async fn get_base(State(s): State<Arc<AppState>>, Path(project): Path<String>) -> Answer {
     let store = s.store.clone();
     let (base, etag) = blocking(move || store.base_json(&project)).await?;
-    let mut response = Response::new(Body::from(base));
+    let mut response = Response::new(Body::new(ChunkBody::new(base.into_chunks().into_iter().map(Bytes::from))));
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     with_etag(response, &etag)
 }
@@ -513,14 +513,14 @@ async fn get_manifest(
             let (project, commit) = key.clone();
             // Serialised on the blocking thread too: a 100,000-entry manifest is megabytes of JSON.
             let body = blocking(move || store.manifest_json(&project, &commit)).await?;
-            let body = Bytes::from(body);
+            let body: ManifestBody = body.into_chunks().into_iter().map(Bytes::from).collect();
             s.manifests.put(key, body.clone());
             Some(body)
         }
     };
     let mut response = match body {
         Some(_) if revalidated => Response::new(Body::empty()),
-        Some(body) => Response::new(Body::from(body)),
+        Some(body) => Response::new(Body::new(ChunkBody::new(body.iter().cloned()))),
         None => Response::new(Body::empty()),
     };
     if revalidated {
@@ -619,6 +619,9 @@ async fn list_run_reports(
     Ok(json(StatusCode::OK, &serde_json::json!({ "runs": reports })))
 }
 
+/// A serialised manifest, in the chunks it was written in.
+type ManifestBody = Arc<[Bytes]>;
+
 /// Serialised manifests by project and commit, the least recently used dropped first once they
 /// hold more than their budget of bytes. Manifests never change, so an entry is never stale.
 struct ManifestCache {
@@ -630,7 +633,7 @@ struct ManifestCache {
 struct CacheInner {
     used: usize,
     clock: u64,
-    entries: std::collections::HashMap<(String, String), (Bytes, u64)>,
+    entries: std::collections::HashMap<(String, String), (ManifestBody, u64)>,
 }
 
 impl ManifestCache {
@@ -638,7 +641,7 @@ impl ManifestCache {
         ManifestCache { budget, inner: std::sync::Mutex::new(CacheInner::default()) }
     }
 
-    fn get(&self, key: &(String, String)) -> Option<Bytes> {
+    fn get(&self, key: &(String, String)) -> Option<ManifestBody> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.clock += 1;
         let now = inner.clock;
@@ -647,16 +650,17 @@ impl ManifestCache {
         Some(body.clone())
     }
 
-    fn put(&self, key: (String, String), body: Bytes) {
-        if body.len() > self.budget {
+    fn put(&self, key: (String, String), body: ManifestBody) {
+        let size = |b: &[Bytes]| b.iter().map(Bytes::len).sum::<usize>();
+        if size(&body) > self.budget {
             return;
         }
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.clock += 1;
         let now = inner.clock;
-        inner.used += body.len();
+        inner.used += size(&body);
         if let Some((old, _)) = inner.entries.insert(key, (body, now)) {
-            inner.used -= old.len();
+            inner.used -= size(&old);
         }
         while inner.used > self.budget {
             // A linear scan: the budget holds few large manifests, and many small ones are cheap.
@@ -664,9 +668,48 @@ impl ManifestCache {
                 break;
             };
             if let Some((old, _)) = inner.entries.remove(&oldest) {
-                inner.used -= old.len();
+                inner.used -= size(&old);
             }
         }
+    }
+}
+
+/// An answer written as [`crate::store::Chunks`], sent a chunk at a time, with its length
+/// known up front. A chunk is freed once sent, unless the manifest cache holds it too.
+struct ChunkBody {
+    chunks: std::collections::VecDeque<Bytes>,
+    left: u64,
+}
+
+impl ChunkBody {
+    fn new(chunks: impl IntoIterator<Item = Bytes>) -> Self {
+        let chunks: std::collections::VecDeque<Bytes> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
+        let left = chunks.iter().map(|c| c.len() as u64).sum();
+        ChunkBody { chunks, left }
+    }
+}
+
+impl http_body::Body for ChunkBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let chunk = self.chunks.pop_front();
+        if let Some(c) = &chunk {
+            self.left -= c.len() as u64;
+        }
+        std::task::Poll::Ready(chunk.map(|c| Ok(http_body::Frame::data(c))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left)
     }
 }
 

@@ -140,13 +140,30 @@ fn plural(n: u32) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
+/// `bytes::Bytes`, which reqwest takes and returns, named through axum's re-export so the crate
+/// needs no direct dependency on `bytes`.
+use axum::body::Bytes;
+
 /// A 2xx answer.
 struct Answer {
     status: StatusCode,
     headers: HeaderMap,
-    /// `bytes::Bytes`, which reqwest returns, named through axum's re-export so the crate needs
-    /// no direct dependency on `bytes`.
-    body: axum::body::Bytes,
+    body: Bytes,
+}
+
+/// The most a body's announced length reserves up front; a longer body grows as it comes.
+const MAX_RESERVE: u64 = 256 << 20;
+
+/// Reads a body chunk by chunk into one buffer of its announced length. `Response::bytes`
+/// gathers the chunks and then copies them into one buffer, holding a large answer (a base of
+/// 100,000 entries is 17 MiB) twice.
+async fn read_body(mut response: reqwest::Response) -> reqwest::Result<Bytes> {
+    let announced = response.content_length().unwrap_or(0).min(MAX_RESERVE);
+    let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
+    while let Some(chunk) = response.chunk().await? {
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(body))
 }
 
 impl Inner {
@@ -160,7 +177,8 @@ impl Inner {
     }
 
     /// Sends a request, retrying transient failures; returns a 2xx answer or the final error.
-    async fn send(&self, method: Method, url: &str, body: Option<&[u8]>, extra: &[(&str, &str)]) -> Result<Answer> {
+    /// The body is shared by the attempts, not copied for each.
+    async fn send(&self, method: Method, url: &str, body: Option<Bytes>, extra: &[(&str, &str)]) -> Result<Answer> {
         let started = Instant::now();
         let mut attempt: u32 = 0;
         loop {
@@ -174,8 +192,8 @@ impl Inner {
             for (name, value) in extra {
                 request = request.header(*name, *value);
             }
-            if let Some(body) = body {
-                request = request.header(header::CONTENT_TYPE, "application/json").body(body.to_vec());
+            if let Some(body) = &body {
+                request = request.header(header::CONTENT_TYPE, "application/json").body(body.clone());
             }
             let failure = match request.send().await {
                 Ok(response) => {
@@ -189,7 +207,7 @@ impl Inner {
                              platform"
                         )));
                     }
-                    let body = response.bytes().await;
+                    let body = read_body(response).await;
                     if status.is_success() {
                         match body {
                             Ok(body) => return Ok(Answer { status, headers, body }),
@@ -266,7 +284,7 @@ impl Inner {
     async fn batch_get(&self, project: &str, digests: Vec<Digest>) -> Result<BatchGetResponse> {
         let url = self.url(&["v1", "projects", project, "objects", "batch-get"]);
         let body = serde_json::to_vec(&BatchGetRequest { digests: digests.clone() }).expect("serialisable");
-        let answer = self.send(Method::POST, &url, Some(&body), &[]).await?;
+        let answer = self.send(Method::POST, &url, Some(Bytes::from(body)), &[]).await?;
         crate::store::strict::check_integer_literals(&answer.body)
             .map_err(|m| PlatformError::InvalidDefinition(format!("POST {url}: {m}")))?;
         let got: BatchGetResponse = self.parse(&Method::POST, &url, &answer)?;
@@ -357,7 +375,7 @@ impl HttpClient {
     pub async fn put_project(&self, project: &str, name: &str) -> Result<(Project, bool)> {
         let url = self.inner.url(&["v1", "projects", project]);
         let body = serde_json::to_vec(&PutProject { name: name.to_owned() }).expect("serialisable");
-        let answer = self.inner.send(Method::PUT, &url, Some(&body), &[]).await?;
+        let answer = self.inner.send(Method::PUT, &url, Some(Bytes::from(body)), &[]).await?;
         let p = self.inner.parse(&Method::PUT, &url, &answer)?;
         Ok((p, answer.status == StatusCode::CREATED))
     }
@@ -425,20 +443,23 @@ impl HttpClient {
     pub async fn create_commit(&self, project: &str, body: Vec<u8>, idempotency_key: &str) -> Result<Commit> {
         let url = self.inner.url(&["v1", "projects", project, "commits"]);
         // The same key on every attempt makes the retries safe.
-        let answer = self.inner.send(Method::POST, &url, Some(&body), &[("idempotency-key", idempotency_key)]).await?;
+        let answer = self
+            .inner
+            .send(Method::POST, &url, Some(Bytes::from(body)), &[("idempotency-key", idempotency_key)])
+            .await?;
         self.inner.parse(&Method::POST, &url, &answer)
     }
 
     /// `POST /v1/projects/{project}/runs` (contract v1.2, optional): a run's report.
     pub async fn post_run_report(&self, project: &str, body: Vec<u8>) -> Result<()> {
         let url = self.inner.url(&["v1", "projects", project, "runs"]);
-        self.inner.send(Method::POST, &url, Some(&body), &[]).await.map(drop)
+        self.inner.send(Method::POST, &url, Some(Bytes::from(body)), &[]).await.map(drop)
     }
 
     pub async fn put_sync(&self, project: &str, if_match: &ETag, body: Vec<u8>) -> Result<(SyncRecord, ETag)> {
         let url = self.inner.url(&["v1", "projects", project, "sync"]);
         // Conditional on If-Match, so a retry after a lost answer at worst gets 412.
-        let answer = self.inner.send(Method::PUT, &url, Some(&body), &[("if-match", &if_match.0)]).await?;
+        let answer = self.inner.send(Method::PUT, &url, Some(Bytes::from(body)), &[("if-match", &if_match.0)]).await?;
         let record = self.inner.parse(&Method::PUT, &url, &answer)?;
         Ok((record, etag(&Method::PUT, &url, &answer)?))
     }

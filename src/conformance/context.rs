@@ -276,7 +276,8 @@ impl Cx {
         if let Some(tag) = a.etag() {
             line.push_str(&format!(" [ETag {tag}]"));
         }
-        if (300..400).contains(&status) {
+        // 304 Not Modified is an answer to `If-None-Match`, not a redirect.
+        if (300..400).contains(&status) && status != 304 {
             line.push_str(&format!(" [Location {}]", a.header("location").unwrap_or("-")));
             if auth != Auth::None {
                 self.0.redirects.lock().expect("redirects").push(line.clone());

@@ -197,6 +197,8 @@ rules! {
         "manifest and base entries are sorted by kind, then name, comparing UTF-8 bytes" => reads::manifest_order;
     "reads.manifest_size", "3 (manifest: size)",
         "a manifest entry's size is the byte length of the definition's canonical form" => reads::manifest_size;
+    "reads.manifest_etag", "3 (v1.2: manifest ETag and If-None-Match; skipped without an ETag)",
+        "a manifest's ETag is the same for its commit and another for another; If-None-Match with it is 304 with no body" => reads::manifest_etag;
     "reads.commit_get", "3 (GET a commit)",
         "GET of a commit answers the commit as created" => reads::commit_get;
     "reads.batch_get", "3 (batch-get: objects and missing)",

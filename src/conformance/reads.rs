@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::context::{Answer, Cx, delete, digest, put};
+use super::context::{Answer, Auth, Cx, delete, digest, put};
 use super::{Outcome, Verdict, check};
 
 /// One canonical form just under 1 MiB: a string spec of this many bytes.
@@ -93,6 +93,67 @@ pub async fn commit_get(cx: &Cx) -> Outcome {
         a.expect(200, "GET a commit")?;
         check!(a.json == c, "GET of a commit must answer it as created: {c} became {}", a.text);
     }
+    Ok(())
+}
+
+/// Whether `tag` is an entity tag as RFC 9110 writes one: `"…"` or `W/"…"`, with no quote or
+/// control character inside.
+fn is_entity_tag(tag: &str) -> bool {
+    let opaque = tag.strip_prefix("W/").unwrap_or(tag);
+    opaque.len() >= 2
+        && opaque.starts_with('"')
+        && opaque.ends_with('"')
+        && opaque[1..opaque.len() - 1].bytes().all(|b| b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80)
+}
+
+/// v1.2: a manifest may carry an entity tag. A platform that sends none is skipped (clients and
+/// caches then fetch manifests whole); one that sends one must keep it for its commit, give
+/// another commit another, and answer `If-None-Match` with it by 304 and no body.
+pub async fn manifest_etag(cx: &Cx) -> Outcome {
+    let p = cx.project().await?;
+    let c1 = Cx::id(&cx.commit(&p, None, json!([put("workflow", "w", json!(1))])).await?)?;
+    let c2 = Cx::id(&cx.commit(&p, Some(&c1), json!([put("workflow", "w", json!(2))])).await?)?;
+    let path = |c: &str| format!("/v1/projects/{p}/commits/{c}/manifest");
+    let first = cx.get(&path(&c1)).await?;
+    first.expect(200, "GET the manifest")?;
+    let Some(tag) = first.etag().map(str::to_owned) else {
+        return Err(Verdict::Skip(
+            "the platform sends no ETag with manifests (optional in v1.2): clients fetch them whole".into(),
+        ));
+    };
+    check!(is_entity_tag(&tag), "a manifest's ETag must be an entity tag (\"…\" or W/\"…\"), got {tag}");
+    let again = cx.get(&path(&c1)).await?;
+    again.expect(200, "GET the manifest again")?;
+    check!(
+        again.etag() == Some(tag.as_str()) && again.json == first.json,
+        "a manifest never changes: the same commit's manifest must come with the same ETag ({tag}) and body, got {:?}",
+        again.etag()
+    );
+    let other = cx.get(&path(&c2)).await?;
+    other.expect(200, "GET another commit's manifest")?;
+    let other_tag = other.etag().map(str::to_owned);
+    check!(other_tag.as_deref() != Some(tag.as_str()), "two commits' manifests have the same ETag {tag}");
+    let revalidate = |commit: String, tag: String| async move {
+        cx.send(reqwest::Method::GET, &path(&commit), Auth::Key, &[("if-none-match", &tag)], None).await
+    };
+    let a = revalidate(c1.clone(), tag.clone()).await?;
+    check!(
+        a.status == 304 && a.text.is_empty(),
+        "GET of a manifest with If-None-Match: {tag} (its own ETag) must be 304 with no body, got {}",
+        a.summary()
+    );
+    if let Some(other_tag) = other_tag {
+        let a = revalidate(c1.clone(), other_tag.clone()).await?;
+        a.expect(200, &format!("GET of a manifest with If-None-Match: {other_tag} (another commit's ETag)"))?;
+        check!(
+            a.json == first.json,
+            "a manifest revalidated with another ETag must be answered whole: {}",
+            a.summary()
+        );
+    }
+    // A 304 must not vouch for a commit that does not exist.
+    let a = revalidate("c_missing".into(), "*".into()).await?;
+    a.expect_error(404, "not_found", "GET of an unknown commit's manifest with If-None-Match: *")?;
     Ok(())
 }
 

@@ -93,7 +93,7 @@ pub(super) async fn send_agreement(
             return Ok(());
         }
         let body = req.put_sync(commit, git_commit.map(str::to_owned), updates);
-        match platform.put_sync(&req.project, &state.etag, &body).await {
+        match platform.put_sync(&req.project, &state.etag, body).await {
             Ok(_) => return Ok(()),
             Err(PlatformError::Api(e)) if e.status == 412 || e.is("sync_regression") => {
                 tracing::info!("the sync record moved; reading it again");

@@ -28,7 +28,7 @@ pub async fn link(platform: &Platform, req: &Request) -> Result<Report> {
         }
         let mut body = req.put_sync(None, None, Vec::new());
         body.replace_base = true;
-        match platform.put_sync(&req.project, &state.etag, &body).await {
+        match platform.put_sync(&req.project, &state.etag, body).await {
             Ok(_) => {
                 report.status = Status::Changed;
                 return Ok(report);
@@ -95,7 +95,7 @@ fn shell_word(s: &str) -> String {
 async fn create_link(platform: &Platform, req: &Request, state: &PlatformState) -> Result<()> {
     let mut body = req.put_sync(None, None, Vec::new());
     body.replace_base = true;
-    match platform.put_sync(&req.project, &state.etag, &body).await {
+    match platform.put_sync(&req.project, &state.etag, body).await {
         Ok(_) => Ok(()),
         // Another run linked it first; the caller re-reads and checks that link.
         Err(PlatformError::Api(e)) if e.status == 412 => Ok(()),

@@ -11,6 +11,7 @@ mod conflicts;
 pub mod guard;
 pub mod layout;
 mod link;
+mod packed;
 pub mod plan;
 mod pull;
 mod push;

@@ -123,7 +123,7 @@ pub async fn pull(repo: &Repo, platform: &Platform, forge: &dyn Forge, req: &Req
         // definitions the memory they free is what the base update reuses.
         drop((plan, staged));
         let mut written = written;
-        written.all_paths = Vec::new();
+        written.other_paths = Vec::new();
         let message = commit_message(req, &state, &report.changes);
         phase("verified");
         let commit = match deliver(repo, forge, req, &tip, &tree, &api_edits, &message, &state, &report).await? {
@@ -364,7 +364,7 @@ fn place(
 
 /// The report lines of a plan's writes, for a dry run (nothing is fetched).
 fn planned_changes(plan: &crate::engine::plan::Plan, git: &Tree, req: &Request) -> Vec<Change> {
-    let mut layout = Layout::new(git.all_paths.iter().map(String::as_str));
+    let mut layout = Layout::new(git.all_paths());
     plan.writes().filter_map(|(item, digest)| place(item, digest, git, &mut layout, req)).map(|(c, _)| c).collect()
 }
 
@@ -382,7 +382,7 @@ async fn stage(
 ) -> Result<std::result::Result<(Staged, Vec<TreeEdit>, Vec<Change>), Vec<FileError>>> {
     const BATCH: usize = 1000;
     const PACK_AT: usize = 200;
-    let mut layout = Layout::new(git.all_paths.iter().map(String::as_str));
+    let mut layout = Layout::new(git.all_paths());
     let mut staged = Staged::default();
     let mut contents_kept = Vec::new();
     let mut changes = Vec::new();

@@ -10,6 +10,7 @@ use serde::de::{Deserializer, SeqAccess, Visitor};
 use crate::api::{Commit, ETag, Object, Project, SyncRecord};
 use crate::digest::Digest;
 use crate::engine::MAX_ATTEMPTS;
+use crate::engine::packed::PackedMap;
 use crate::engine::plan::HasDigest;
 use crate::engine::request::Request;
 use crate::error::Result;
@@ -99,11 +100,11 @@ pub struct BaseMap {
 
 impl BaseMap {
     pub fn from_entries(entries: Vec<crate::api::BaseEntry>) -> Self {
-        let entries = entries
-            .into_iter()
-            .map(|e| (Key::new(e.kind, e.name), BaseValue { digest: e.digest, blob: e.blob.filter(|b| is_oid(b)) }))
-            .collect();
-        BaseMap { entries }
+        let mut map = PackedMap::default();
+        for e in entries {
+            map.insert(Key::new(e.kind, e.name), BaseValue { digest: e.digest, blob: e.blob.filter(|b| is_oid(b)) });
+        }
+        BaseMap { entries: map.finish() }
     }
 }
 
@@ -122,26 +123,32 @@ pub struct ManifestEntries {
     pub twice: Option<Key>,
 }
 
-impl ManifestEntries {
+/// [`ManifestEntries`] while they are read.
+#[derive(Debug, Default)]
+struct ManifestBuild {
+    map: PackedMap<Key, (Digest, u64)>,
+    twice: Option<Key>,
+}
+
+impl ManifestBuild {
     fn add(&mut self, key: Key, digest: Digest, size: u64) {
-        match self.map.entry(key) {
-            std::collections::btree_map::Entry::Occupied(e) => {
-                self.twice.get_or_insert_with(|| e.key().clone());
-            }
-            std::collections::btree_map::Entry::Vacant(e) => {
-                e.insert((digest, size));
-            }
+        if let Err((key, _)) = self.map.insert_new(key, (digest, size)) {
+            self.twice.get_or_insert(key);
         }
+    }
+
+    fn finish(self) -> ManifestEntries {
+        ManifestEntries { map: self.map.finish(), twice: self.twice }
     }
 }
 
 impl ManifestMap {
     pub fn from_manifest(m: crate::api::Manifest) -> Self {
-        let mut entries = ManifestEntries::default();
+        let mut entries = ManifestBuild::default();
         for e in m.entries {
             entries.add(Key::new(e.kind, e.name), e.digest, e.size);
         }
-        ManifestMap { commit: m.commit, entries }
+        ManifestMap { commit: m.commit, entries: entries.finish() }
     }
 }
 
@@ -196,21 +203,23 @@ where
 }
 
 fn base_entries<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<BTreeMap<Key, BaseValue>, D::Error> {
-    each_entry(d, |map: &mut BTreeMap<Key, BaseValue>, e| {
+    each_entry(d, |map: &mut PackedMap<Key, BaseValue>, e| {
         let (key, digest) = e.key_and_digest::<serde_json::Error>().map_err(|e| e.to_string())?;
         // A blob that is not an object ID proves nothing: it is dropped, and the file parsed.
         let blob = e.blob.filter(|b| is_oid(b)).map(Cow::into_owned);
         map.insert(key, BaseValue { digest, blob });
         Ok(())
     })
+    .map(PackedMap::finish)
 }
 
 fn manifest_entries<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<ManifestEntries, D::Error> {
-    each_entry(d, |entries: &mut ManifestEntries, e| {
+    each_entry(d, |entries: &mut ManifestBuild, e| {
         let (key, digest) = e.key_and_digest::<serde_json::Error>().map_err(|e| e.to_string())?;
         entries.add(key, digest, e.size);
         Ok(())
     })
+    .map(ManifestBuild::finish)
 }
 
 fn is_oid(s: &str) -> bool {

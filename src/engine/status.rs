@@ -36,7 +36,7 @@ pub async fn status(repo: &Repo, platform: &Platform, req: &Request) -> Result<R
         let (objects, _) = fetch_objects(platform, req, &state, &keys).await?;
         report_conflicts(&mut report, repo, req, &conflicts, &git, &objects, |_| Resolution::None)?;
     }
-    let mut layout = crate::engine::layout::Layout::new(git.all_paths.iter().map(String::as_str));
+    let mut layout = crate::engine::layout::Layout::new(git.all_paths());
     if req.direction != Direction::GitToPlatform {
         for (item, digest) in pull.writes() {
             let existing = git.files.get(&item.key);

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::digest::Digest;
 use crate::engine::layout::default_path;
+use crate::engine::packed::PackedMap;
 use crate::engine::request::Request;
 use crate::engine::scan;
 use crate::engine::state::BaseValue;
@@ -48,9 +49,17 @@ pub struct GitFile {
 #[derive(Debug, Default)]
 pub struct Tree {
     pub files: BTreeMap<Key, GitFile>,
-    /// Every path below the sync root, relative to it (for choosing new paths).
-    pub all_paths: Vec<String>,
+    /// The paths below the sync root, relative to it, that are not the path of a file in
+    /// `files`: each path is held once, and [`Tree::all_paths`] gives them all.
+    pub other_paths: Vec<String>,
     pub errors: Vec<FileError>,
+}
+
+impl Tree {
+    /// Every path below the sync root, relative to it (for choosing new paths).
+    pub fn all_paths(&self) -> impl Iterator<Item = &str> {
+        self.files.values().map(|f| f.path.as_str()).chain(self.other_paths.iter().map(String::as_str))
+    }
 }
 
 impl crate::engine::plan::HasDigest for GitFile {
@@ -119,22 +128,23 @@ pub fn scan_commit(
         }
         None => None,
     };
-    let selection = scan::select(&scan_entries, ignore_text.as_deref(), req.prefix());
+    let mut selection = scan::select(&scan_entries, ignore_text.as_deref(), req.prefix());
     let index: HashMap<&str, usize> = scan_entries.iter().enumerate().map(|(i, e)| (e.path.as_str(), i)).collect();
     let oid_of = |path: &str| oids[index[path]].as_str();
 
-    // Files whose content the base proves, by path. The proof is the object ID Git itself
-    // computed for the committed bytes at that path, and the file must also be a selected
-    // definition (not ignored, not under a dot-folder).
-    let mut proven: HashMap<&str, (Key, Digest)> = HashMap::new();
+    // Files whose content the base proves, by entry: the base's own key and digest, borrowed.
+    // The proof is the object ID Git itself computed for the committed bytes at that path, and
+    // the file must also be a selected definition (not ignored, not under a dot-folder).
+    let mut proven: Vec<Option<(&Key, &Digest)>> = vec![None; scan_entries.len()];
     for (key, value) in base.into_iter().flatten() {
         let Some(blob) = &value.blob else { continue };
         let path = default_path(key);
         let Some(&i) = index.get(path.as_str()) else { continue };
         if &oids[i] == blob && selection.files.binary_search(&path).is_ok() {
-            proven.insert(scan_entries[i].path.as_str(), (key.clone(), value.digest.clone()));
+            proven[i] = Some((key, &value.digest));
         }
     }
+    let is_proven = |path: &str| proven[index[path]].is_some();
 
     // What the earlier scan knows, by object name.
     let mut known: HashMap<Oid, (Key, Digest)> =
@@ -145,13 +155,13 @@ pub fn scan_commit(
         selection
             .files
             .iter()
-            .filter(|p| !proven.contains_key(p.as_str()))
+            .filter(|p| !is_proven(p))
             .map(|p| oid_of(p))
             .filter(|o| !known.contains_key(*o) && seen.insert(*o))
             .collect()
     };
     let path_of: HashMap<&str, &str> =
-        selection.files.iter().filter(|p| !proven.contains_key(p.as_str())).map(|p| (oid_of(p), p.as_str())).collect();
+        selection.files.iter().filter(|p| !is_proven(p)).map(|p| (oid_of(p), p.as_str())).collect();
     // Chunks bound the memory held at once; each is parsed in parallel.
     for chunk in todo.chunks(4096) {
         let blobs = repo.read_blobs(chunk)?;
@@ -174,16 +184,21 @@ pub fn scan_commit(
             }
         }
     }
+    drop(path_of);
 
-    // Collect, reporting bad files and keys held by two files.
-    let mut tree = Tree { errors: selection.errors, ..Tree::default() };
+    // Collect, reporting bad files and keys held by two files. The selected paths are moved
+    // into the tree, not copied.
+    let mut files = PackedMap::default();
+    // Which entries' paths the files hold; the others are kept as `other_paths`.
+    let mut in_files = vec![false; scan_entries.len()];
     let mut shared: BTreeMap<Key, Vec<String>> = BTreeMap::new();
-    let mut bad: Vec<&str> = Vec::new();
-    for path in &selection.files {
-        let oid = oid_of(path);
+    let mut bad: Vec<String> = Vec::new();
+    for path in std::mem::take(&mut selection.files) {
+        let i = index[path.as_str()];
+        let oid = oids[i].as_str();
         // Each known entry is moved out once; a blob at a second path (a copy of a file, and so a
         // duplicate key) is parsed again.
-        let entry = match proven.remove(path.as_str()).or_else(|| known.remove(oid)) {
+        let entry = match proven[i].take().map(|(k, d)| (k.clone(), d.clone())).or_else(|| known.remove(oid)) {
             Some(entry) => Ok(entry),
             None => match parsed.get(oid) {
                 Some(Ok((k, d))) => Ok((k.clone(), d.clone())),
@@ -198,21 +213,26 @@ pub fn scan_commit(
             bad.push(path);
             continue;
         };
-        let file = GitFile { path: path.clone(), oid: oid.to_owned(), digest };
-        if let Some(first) = tree.files.get(&key) {
-            shared.entry(key).or_insert_with(|| vec![first.path.clone()]).push(file.path);
-        } else {
-            tree.files.insert(key, file);
+        let file = GitFile { path, oid: oid.to_owned(), digest };
+        match files.insert_new(key, file) {
+            Ok(()) => in_files[i] = true,
+            Err((key, file)) => {
+                let first = files.get(&key).map(|f: &GitFile| f.path.clone()).unwrap_or_default();
+                shared.entry(key).or_insert_with(|| vec![first]).push(file.path);
+            }
         }
     }
+    let mut tree = Tree { files: files.finish(), errors: selection.errors, ..Tree::default() };
     if !bad.is_empty() {
         // Parse the bad files again for their messages; they are few.
         let blobs = repo.read_blobs(&bad.iter().map(|p| oid_of(p)).collect::<Vec<_>>())?;
-        let reparsed = scan::parse_files(bad.iter().map(|p| (*p).to_owned()).zip(blobs).collect(), req.prefix());
+        let reparsed = scan::parse_files(bad.into_iter().zip(blobs).collect(), req.prefix());
         tree.errors.extend(reparsed.errors);
     }
     for (key, paths) in shared {
-        tree.files.remove(&key);
+        if let Some(first) = tree.files.remove(&key) {
+            in_files[index[first.path.as_str()]] = false;
+        }
         let named: Vec<String> = paths.iter().map(|p| req.repo_path(p)).collect();
         for p in &paths {
             tree.errors.push(FileError {
@@ -228,7 +248,7 @@ pub fn scan_commit(
     }
     tree.errors.sort_by(|a, b| (&a.path, a.line).cmp(&(&b.path, b.line)));
     drop(index);
-    tree.all_paths = scan_entries.into_iter().map(|e| e.path).collect();
+    tree.other_paths = scan_entries.into_iter().zip(in_files).filter(|(_, held)| !held).map(|(e, _)| e.path).collect();
     Ok(tree)
 }
 

@@ -11,6 +11,7 @@
 //! Request bodies arrive as the bytes that were sent, so validation and idempotency (which
 //! compares bytes) are the same for both front ends.
 
+mod chunks;
 mod clock;
 mod dashboard;
 mod keys;
@@ -22,6 +23,7 @@ mod sqlite;
 pub mod strict;
 
 /// The schema version this build creates and migrates to.
+pub use chunks::Chunks;
 pub use schema::VERSION as SCHEMA_VERSION;
 /// The strict JSON parser, for the fuzz targets (`crate::fuzzing`).
 #[doc(hidden)]
@@ -183,8 +185,18 @@ pub(crate) trait Tx {
     /// Opens each key's new version at `seq`, and keeps its definition (one stored already
     /// stays as it is).
     fn open_entries(&mut self, pid: i64, puts: &[Put<'_>], seq: i64) -> R<()>;
+    /// Hands each entry of the manifest at `seq` to `each`, in manifest order; `None`: the
+    /// head's. No list of 100,000 entries is built where each is written out at once.
+    fn manifest_each(&mut self, pid: i64, seq: Option<i64>, each: &mut dyn FnMut(ManifestEntry) -> R<()>) -> R<()>;
     /// The manifest at `seq`, in manifest order; `None`: the head's.
-    fn manifest(&mut self, pid: i64, seq: Option<i64>) -> R<Vec<ManifestEntry>>;
+    fn manifest(&mut self, pid: i64, seq: Option<i64>) -> R<Vec<ManifestEntry>> {
+        let mut out = Vec::new();
+        self.manifest_each(pid, seq, &mut |e| {
+            out.push(e);
+            Ok(())
+        })?;
+        Ok(out)
+    }
     /// `(kind, name, from_seq)` of each live entry: the seq of the commit that last changed it.
     fn live_since(&mut self, pid: i64) -> R<Vec<(String, String, i64)>>;
     /// `(kind, name, from_seq, to_seq)` of every entry opened or closed by a commit with a seq
@@ -197,7 +209,16 @@ pub(crate) trait Tx {
     fn put_record(&mut self, pid: i64, record: &RecordRow) -> R<()>;
     /// A git commit moved the record to `commit` (never back in `seq`), with a new tag.
     fn record_git_commit(&mut self, pid: i64, commit: &Commit) -> R<()>;
-    fn base(&mut self, pid: i64) -> R<Vec<BaseEntry>>;
+    /// Hands each base entry to `each`, in manifest order.
+    fn base_each(&mut self, pid: i64, each: &mut dyn FnMut(BaseEntry) -> R<()>) -> R<()>;
+    fn base(&mut self, pid: i64) -> R<Vec<BaseEntry>> {
+        let mut out = Vec::new();
+        self.base_each(pid, &mut |e| {
+            out.push(e);
+            Ok(())
+        })?;
+        Ok(out)
+    }
     /// Sets each key's base digest and blob (contract v1.2), replacing any blob it had: a blob
     /// proves only the digest it was recorded with.
     fn base_set(&mut self, pid: i64, entries: &[BaseSet<'_>]) -> R<()>;
@@ -621,23 +642,47 @@ impl Store {
         Ok(out)
     }
 
-    /// The head's or an older commit's manifest as JSON, serialised into one buffer sized for it.
-    pub fn manifest_json(&self, project: &str, commit: &str) -> R<Vec<u8>> {
-        let manifest = self.manifest(project, commit)?;
-        // About 120 bytes of JSON around each entry's kind and name.
-        let size = manifest.entries.iter().map(|e| e.kind.len() + e.name.len() + 128).sum::<usize>() + 1024;
-        let mut out = Vec::with_capacity(size);
-        serde_json::to_writer(&mut out, &manifest).map_err(|e| internal(e.to_string()))?;
-        Ok(out)
+    /// The head's or an older commit's manifest as JSON, byte for byte what serialising
+    /// [`Store::manifest`] gives, written entry by entry into [`Chunks`]: the answer costs its
+    /// own bytes, and no list of its entries is built.
+    pub fn manifest_json(&self, project: &str, commit: &str) -> R<Chunks> {
+        self.read(|tx| {
+            let p = project_row(tx, project)?;
+            let c = tx.commit_by_id(p.pid, commit)?.ok_or_else(|| unknown_commit(project, commit))?;
+            let seq = c.seq as i64;
+            let mut out = Chunks::default();
+            out.extend(b"{\"commit\":");
+            serde_json::to_writer(&mut out, &c).map_err(|e| internal(e.to_string()))?;
+            out.extend(b",\"entries\":[");
+            let mut first = true;
+            tx.manifest_each(p.pid, (seq != p.head_seq).then_some(seq), &mut |e| {
+                if !std::mem::take(&mut first) {
+                    out.extend(b",");
+                }
+                serde_json::to_writer(&mut out, &e).map_err(|e| internal(e.to_string()))
+            })?;
+            out.extend(b"]}");
+            Ok(out)
+        })
     }
 
-    /// [`Store::base`] as JSON, serialised into one buffer sized for it.
-    pub fn base_json(&self, project: &str) -> R<(Vec<u8>, ETag)> {
-        let (base, etag) = self.base(project)?;
-        let size = base.entries.iter().map(|e| e.kind.len() + e.name.len() + 112).sum::<usize>() + 64;
-        let mut out = Vec::with_capacity(size);
-        serde_json::to_writer(&mut out, &base).map_err(|e| internal(e.to_string()))?;
-        Ok((out, etag))
+    /// [`Store::base`] as JSON, written like [`Store::manifest_json`].
+    pub fn base_json(&self, project: &str) -> R<(Chunks, ETag)> {
+        self.read(|tx| {
+            let p = project_row(tx, project)?;
+            let record = tx.record(p.pid)?;
+            let mut out = Chunks::default();
+            out.extend(b"{\"entries\":[");
+            let mut first = true;
+            tx.base_each(p.pid, &mut |e| {
+                if !std::mem::take(&mut first) {
+                    out.extend(b",");
+                }
+                serde_json::to_writer(&mut out, &e).map_err(|e| internal(e.to_string()))
+            })?;
+            out.extend(b"]}");
+            Ok((out, etag_of(record.as_ref())))
+        })
     }
 
     /// Checks a batch-get request and hands each object found to `found` with the accumulator
@@ -651,7 +696,7 @@ impl Store {
         mut found: impl FnMut(&mut A, Object) -> R<()>,
     ) -> R<(A, Vec<Digest>)> {
         self.project_exists(project)?;
-        let req: BatchGetRequest = strict::parse(body).map_err(invalid)?;
+        let req: BatchGetRequest = strict::parse_typed(body).map_err(invalid)?;
         if req.digests.len() > MAX_BATCH_DIGESTS {
             return Err(invalid(format!(
                 "{} digests were asked for; at most {MAX_BATCH_DIGESTS} are allowed in one batch",
@@ -834,7 +879,7 @@ impl Store {
                 "If-Match is required: send the ETag of the project as read (\"none\" when it has no record)",
             ));
         };
-        let req: PutSync = strict::parse(body).map_err(invalid)?;
+        let req: PutSync = strict::parse_typed(body).map_err(invalid)?;
         non_empty("repository", Some(&req.repository))?;
         non_empty("ref", Some(&req.git_ref))?;
         non_empty("path", Some(&req.path))?;

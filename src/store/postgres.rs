@@ -449,6 +449,18 @@ impl PgTx<'_> {
         Ok(self.tx.query(&statement, params)?)
     }
 
+    /// Hands each row to `each` as it arrives, rather than all of them at the end as
+    /// [`PgTx::all`] does.
+    fn each_row(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)], each: &mut dyn FnMut(&Row) -> R<()>) -> R<()> {
+        use postgres::fallible_iterator::FallibleIterator;
+        let statement = self.statement(sql)?;
+        let mut rows = self.tx.query_raw(&statement, params.iter().copied())?;
+        while let Some(r) = rows.next()? {
+            each(&r)?;
+        }
+        Ok(())
+    }
+
     fn exec(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> R<u64> {
         let statement = self.statement(sql)?;
         Ok(self.tx.execute(&statement, params)?)
@@ -571,28 +583,28 @@ impl Tx for PgTx<'_> {
         .map(drop)
     }
 
-    fn manifest(&mut self, pid: i64, seq: Option<i64>) -> R<Vec<ManifestEntry>> {
-        let rows = match seq {
-            None => self.all(
+    fn manifest_each(&mut self, pid: i64, seq: Option<i64>, each: &mut dyn FnMut(ManifestEntry) -> R<()>) -> R<()> {
+        let row = |r: &Row| -> R<ManifestEntry> {
+            Ok(ManifestEntry {
+                kind: r.get(0),
+                name: r.get(1),
+                digest: parse_digest(r.get(2))?,
+                size: r.get::<_, i64>(3) as u64,
+            })
+        };
+        match seq {
+            None => self.each_row(
                 "SELECT kind, name, digest, size FROM entries WHERE pid = $1 AND to_seq IS NULL ORDER BY kind, name",
                 &[&pid],
-            )?,
-            Some(seq) => self.all(
+                &mut |r| each(row(r)?),
+            ),
+            Some(seq) => self.each_row(
                 "SELECT kind, name, digest, size FROM entries
                  WHERE pid = $1 AND from_seq <= $2 AND (to_seq IS NULL OR to_seq > $2) ORDER BY kind, name",
                 &[&pid, &seq],
-            )?,
-        };
-        rows.iter()
-            .map(|r| {
-                Ok(ManifestEntry {
-                    kind: r.get(0),
-                    name: r.get(1),
-                    digest: parse_digest(r.get(2))?,
-                    size: r.get::<_, i64>(3) as u64,
-                })
-            })
-            .collect()
+                &mut |r| each(row(r)?),
+            ),
+        }
     }
 
     fn live_since(&mut self, pid: i64) -> R<Vec<(String, String, i64)>> {
@@ -676,11 +688,14 @@ impl Tx for PgTx<'_> {
         .map(drop)
     }
 
-    fn base(&mut self, pid: i64) -> R<Vec<BaseEntry>> {
-        self.all("SELECT kind, name, digest, blob FROM base WHERE pid = $1 ORDER BY kind, name", &[&pid])?
-            .iter()
-            .map(|r| Ok(BaseEntry { kind: r.get(0), name: r.get(1), digest: parse_digest(r.get(2))?, blob: r.get(3) }))
-            .collect()
+    fn base_each(&mut self, pid: i64, each: &mut dyn FnMut(BaseEntry) -> R<()>) -> R<()> {
+        self.each_row(
+            "SELECT kind, name, digest, blob FROM base WHERE pid = $1 ORDER BY kind, name",
+            &[&pid],
+            &mut |r| {
+                each(BaseEntry { kind: r.get(0), name: r.get(1), digest: parse_digest(r.get(2))?, blob: r.get(3) })
+            },
+        )
     }
 
     fn base_set(&mut self, pid: i64, entries: &[BaseSet<'_>]) -> R<()> {

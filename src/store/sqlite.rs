@@ -260,30 +260,36 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn manifest(&mut self, pid: i64, seq: Option<i64>) -> R<Vec<ManifestEntry>> {
-        let map = |r: &Row| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get(3)?));
-        let rows: Vec<(String, String, String, i64)> = match seq {
-            None => self
-                .0
-                .prepare_cached(
-                    "SELECT kind, name, digest, size FROM entries WHERE pid = ?1 AND to_seq IS NULL ORDER BY kind, name",
-                )?
-                .query_map([pid], map)?
-                .collect::<rusqlite::Result<_>>()?,
-            Some(seq) => self
-                .0
-                .prepare_cached(
+    fn manifest_each(&mut self, pid: i64, seq: Option<i64>, each: &mut dyn FnMut(ManifestEntry) -> R<()>) -> R<()> {
+        // Both statements take the same two parameters, so one `query` serves both; the head's
+        // ignores the second (always NULL there).
+        let (mut stmt, seq) = match seq {
+            None => (
+                self.0.prepare_cached(
+                    "SELECT kind, name, digest, size FROM entries WHERE pid = ?1 AND to_seq IS NULL AND ?2 IS NULL ORDER BY kind, name",
+                )?,
+                None,
+            ),
+            Some(seq) => (
+                self.0.prepare_cached(
                     "SELECT kind, name, digest, size FROM entries INDEXED BY entries_history
                      WHERE pid = ?1 AND from_seq <= ?2 AND (to_seq IS NULL OR to_seq > ?2) ORDER BY kind, name",
-                )?
-                .query_map(params![pid, seq], map)?
-                .collect::<rusqlite::Result<_>>()?,
+                )?,
+                Some(seq),
+            ),
         };
-        rows.into_iter()
-            .map(|(kind, name, digest, size)| {
-                Ok(ManifestEntry { kind, name, digest: parse_digest(&digest)?, size: size as u64 })
-            })
-            .collect()
+        let mut rows = stmt.query(params![pid, seq])?;
+        while let Some(r) = rows.next()? {
+            let digest: String = r.get(2)?;
+            let size: i64 = r.get(3)?;
+            each(ManifestEntry {
+                kind: r.get(0)?,
+                name: r.get(1)?,
+                digest: parse_digest(&digest)?,
+                size: size as u64,
+            })?;
+        }
+        Ok(())
     }
 
     fn live_since(&mut self, pid: i64) -> R<Vec<(String, String, i64)>> {
@@ -389,16 +395,15 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn base(&mut self, pid: i64) -> R<Vec<BaseEntry>> {
+    fn base_each(&mut self, pid: i64, each: &mut dyn FnMut(BaseEntry) -> R<()>) -> R<()> {
         let mut stmt =
             self.0.prepare_cached("SELECT kind, name, digest, blob FROM base WHERE pid = ?1 ORDER BY kind, name")?;
         let mut rows = stmt.query([pid])?;
-        let mut out = Vec::new();
         while let Some(r) = rows.next()? {
             let digest: String = r.get(2)?;
-            out.push(BaseEntry { kind: r.get(0)?, name: r.get(1)?, digest: parse_digest(&digest)?, blob: r.get(3)? });
+            each(BaseEntry { kind: r.get(0)?, name: r.get(1)?, digest: parse_digest(&digest)?, blob: r.get(3)? })?;
         }
-        Ok(out)
+        Ok(())
     }
 
     fn base_set(&mut self, pid: i64, entries: &[BaseSet<'_>]) -> R<()> {

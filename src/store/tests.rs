@@ -992,3 +992,32 @@ fn run_reports_are_kept_newest_first_and_checked() {
         assert!(kept.iter().all(|r| r.id > second), "the oldest are gone");
     });
 }
+
+#[test]
+fn json_answers_over_many_chunks_equal_the_serialised_values() {
+    // Enough entries for a manifest and a base of several chunks each, and an older manifest
+    // (the history query) beside the head's.
+    on_both(|s| {
+        let names: Vec<String> = (0..4000).map(|i| format!("w-{i:05} \"ü\"")).collect();
+        let c1 = commit(&s, dashboard(), names.iter().map(|n| put("workflow", n, json!(1))).collect()).unwrap();
+        let c2 = commit(&s, dashboard(), vec![put("workflow", "w-00000 \"ü\"", json!(2))]).unwrap();
+        for c in [&c1, &c2] {
+            let chunks = s.manifest_json(P, &c.id).unwrap();
+            assert!(chunks.len() > 2 * 256 * 1024, "{}", chunks.len());
+            assert_eq!(chunks.concat(), serde_json::to_vec(&s.manifest(P, &c.id).unwrap()).unwrap());
+        }
+        let t = link(&s);
+        let base: Vec<Value> = names
+            .iter()
+            .map(|n| json!({"kind": "workflow", "name": n, "digest": digest_of("workflow", n, json!(1)), "blob": "a".repeat(40)}))
+            .collect();
+        let req = json!({"repository": "acme/defs", "ref": "refs/heads/main", "path": "platform",
+            "direction": "bidirectional", "commit": c1.id, "base": base});
+        s.put_sync(P, Some(&t.0), &serde_json::to_vec(&req).unwrap()).unwrap();
+        let (chunks, etag) = s.base_json(P).unwrap();
+        let (base, etag2) = s.base(P).unwrap();
+        assert_eq!(etag, etag2);
+        assert!(chunks.len() > 256 * 1024, "{}", chunks.len());
+        assert_eq!(chunks.concat(), serde_json::to_vec(&base).unwrap());
+    });
+}

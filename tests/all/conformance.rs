@@ -260,6 +260,54 @@ fn a_wrong_manifest_size_fails_reads_manifest_size_and_the_vectors() {
 }
 
 #[test]
+fn a_manifest_that_ignores_if_none_match_fails_reads_manifest_etag() {
+    // A server that sends an ETag but answers every revalidation whole.
+    let out = against_fault(
+        Box::new(|r| {
+            r.headers.remove("if-none-match");
+            None
+        }),
+        pass_answer(),
+        &["reads.manifest_etag", "reads.manifest_order"],
+    );
+    out.fails_only(&["reads.manifest_etag"], &["reads.manifest_order"]);
+    assert!(out.stderr.contains("304"), "{}", out.stderr);
+}
+
+#[test]
+fn a_manifest_etag_that_changes_fails_and_none_is_skipped() {
+    // A tag that differs on every answer: a cache could never revalidate.
+    let n = std::sync::atomic::AtomicU64::new(0);
+    let out = against_fault(
+        pass_request(),
+        Box::new(move |r, a| {
+            if r.path.ends_with("/manifest") && a.headers.contains_key("etag") {
+                let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                a.headers.insert("etag", format!("\"v{i}\"").parse().unwrap());
+            }
+            None
+        }),
+        &["reads.manifest_etag", "reads.manifest_size"],
+    );
+    out.fails_only(&["reads.manifest_etag"], &["reads.manifest_size"]);
+
+    // No ETag at all is a v1.1 platform: skipped, and the run passes.
+    let out = against_fault(
+        pass_request(),
+        Box::new(|r, a| {
+            if r.path.ends_with("/manifest") {
+                a.headers.remove("etag");
+            }
+            None
+        }),
+        &["reads.manifest_etag", "reads.manifest_order"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.status("reads.manifest_etag"), "skip", "{}", out.stderr);
+    assert_eq!(out.status("reads.manifest_order"), "pass", "{}", out.stderr);
+}
+
+#[test]
 fn a_server_that_ignores_the_idempotency_key_fails_idempotency_replay() {
     let out = against_fault(
         Box::new(|r| {
