@@ -15,6 +15,52 @@ use crate::error::{Error, Result};
 /// A 40- or 64-hex-digit object name.
 pub type Oid = String;
 
+/// An object name held as its 20 (SHA-1) or 32 (SHA-256) bytes: no allocation, and less than
+/// half the memory of its hex digits in a `String`. A run at 100,000 files holds one per file
+/// and one per base entry.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectId {
+    len: u8,
+    bytes: [u8; 32],
+}
+
+impl ObjectId {
+    /// Reads 40 or 64 lowercase hex digits; anything else is no object name.
+    pub fn from_hex(hex: &str) -> Option<ObjectId> {
+        let digits = hex.as_bytes();
+        if !(digits.len() == 40 || digits.len() == 64) {
+            return None;
+        }
+        let nibble = |b: u8| match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            _ => None,
+        };
+        let mut bytes = [0u8; 32];
+        for (i, pair) in digits.chunks_exact(2).enumerate() {
+            bytes[i] = nibble(pair[0])? << 4 | nibble(pair[1])?;
+        }
+        Some(ObjectId { len: (digits.len() / 2) as u8, bytes })
+    }
+
+    /// The hex digits, as Git writes them.
+    pub fn to_hex(&self) -> String {
+        hex::encode(&self.bytes[..usize::from(self.len)])
+    }
+}
+
+impl std::fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl std::fmt::Debug for ObjectId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ObjectId({self})")
+    }
+}
+
 /// An entry of `git ls-tree -r`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TreeEntry {
@@ -885,6 +931,21 @@ fn push_failure_hint(branch: &str, text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn object_ids_read_and_write_their_hex_digits() {
+        use super::ObjectId;
+        for hex in ["0123456789abcdef0123456789abcdef01234567", &"f0".repeat(32)] {
+            let id = ObjectId::from_hex(hex).unwrap();
+            assert_eq!(id.to_hex(), hex);
+            assert_eq!(id.to_string(), hex);
+        }
+        for bad in ["", "0123", &"A".repeat(40), &"g".repeat(40), &"0".repeat(41), &"0".repeat(63)] {
+            assert_eq!(ObjectId::from_hex(bad), None, "{bad}");
+        }
+        let (a, b) = (ObjectId::from_hex(&"0".repeat(40)).unwrap(), ObjectId::from_hex(&"0".repeat(64)).unwrap());
+        assert_ne!(a, b, "a SHA-1 name and a SHA-256 name are never equal");
+    }
+
     use super::*;
 
     #[test]

@@ -39,7 +39,7 @@ fn agreement(
         let mut refresh = Vec::new();
         for (key, file) in git {
             let Some(base) = state.base.get(key) else { continue };
-            if base.blob.as_ref() == Some(&file.oid)
+            if base.blob == Some(file.oid)
                 || base.digest != file.digest
                 || state.manifest.get(key).is_none_or(|(d, _)| *d != file.digest)
                 || sent.contains(&(key.kind.as_str(), key.name.as_str()))
@@ -64,7 +64,7 @@ fn agreement(
 /// digest and sits at the key's default path. A deferred pull's base (the platform's digest,
 /// which the file does not hold) gets none.
 pub(super) fn proof(key: &Key, file: &GitFile, digest: &Digest) -> Option<String> {
-    (file.digest == *digest && file.path == default_path(key)).then(|| file.oid.clone())
+    (file.digest == *digest && file.path == default_path(key)).then(|| file.oid.to_hex())
 }
 
 /// Sends the base of agreeing keys (and deferred keys) with `If-Match`, re-reading on 412.

@@ -37,9 +37,9 @@ pub(super) fn report_conflicts(
     resolution: impl Fn(&Item) -> Resolution,
 ) -> Result<()> {
     let files: Vec<&GitFile> = items.iter().filter_map(|i| git.files.get(&i.key)).collect();
-    let blobs = repo.read_blobs(&files.iter().map(|f| f.oid.as_str()).collect::<Vec<_>>())?;
-    let texts: HashMap<&str, String> =
-        files.iter().zip(blobs).map(|(f, b)| (f.oid.as_str(), String::from_utf8_lossy(&b).into_owned())).collect();
+    let blobs = crate::engine::tree::read_blobs(repo, &files.iter().map(|f| f.oid).collect::<Vec<_>>())?;
+    let texts: HashMap<crate::git::ObjectId, String> =
+        files.iter().zip(blobs).map(|(f, b)| (f.oid, String::from_utf8_lossy(&b).into_owned())).collect();
     for item in items {
         let file = git.files.get(&item.key);
         report.conflicts.push(report::Conflict {
@@ -50,7 +50,7 @@ pub(super) fn report_conflicts(
             git: item.git.clone(),
             platform: item.platform.clone(),
             resolution: resolution(item),
-            git_yaml: file.and_then(|f| texts.get(f.oid.as_str()).cloned()),
+            git_yaml: file.and_then(|f| texts.get(&f.oid).cloned()),
             platform_yaml: item.platform.as_ref().and_then(|d| objects.get(d)).map(crate::yaml::render),
         });
     }

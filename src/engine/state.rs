@@ -14,7 +14,7 @@ use crate::engine::packed::PackedMap;
 use crate::engine::plan::HasDigest;
 use crate::engine::request::Request;
 use crate::error::Result;
-use crate::git::Oid;
+use crate::git::ObjectId;
 use crate::model::{Definition, Key};
 use crate::platform::{Platform, PlatformError};
 use crate::report::{CommitRef, FileError};
@@ -47,7 +47,7 @@ impl PlatformState {
 pub struct BaseValue {
     pub digest: Digest,
     /// The blob ID of the file at the key's default path that held the agreed content.
-    pub blob: Option<Oid>,
+    pub blob: Option<ObjectId>,
 }
 
 impl HasDigest for BaseValue {
@@ -102,7 +102,10 @@ impl BaseMap {
     pub fn from_entries(entries: Vec<crate::api::BaseEntry>) -> Self {
         let mut map = PackedMap::default();
         for e in entries {
-            map.insert(Key::new(e.kind, e.name), BaseValue { digest: e.digest, blob: e.blob.filter(|b| is_oid(b)) });
+            map.insert(
+                Key::new(e.kind, e.name),
+                BaseValue { digest: e.digest, blob: e.blob.as_deref().and_then(ObjectId::from_hex) },
+            );
         }
         BaseMap { entries: map.finish() }
     }
@@ -206,7 +209,7 @@ fn base_entries<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<BTreeMap
     each_entry(d, |map: &mut PackedMap<Key, BaseValue>, e| {
         let (key, digest) = e.key_and_digest::<serde_json::Error>().map_err(|e| e.to_string())?;
         // A blob that is not an object ID proves nothing: it is dropped, and the file parsed.
-        let blob = e.blob.filter(|b| is_oid(b)).map(Cow::into_owned);
+        let blob = e.blob.as_deref().and_then(ObjectId::from_hex);
         map.insert(key, BaseValue { digest, blob });
         Ok(())
     })
@@ -220,10 +223,6 @@ fn manifest_entries<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Mani
         Ok(())
     })
     .map(ManifestBuild::finish)
-}
-
-fn is_oid(s: &str) -> bool {
-    (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Fetches platform objects and checks each against the contract: valid, and with the digest it

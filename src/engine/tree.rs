@@ -10,7 +10,7 @@ use crate::engine::request::Request;
 use crate::engine::scan;
 use crate::engine::state::BaseValue;
 use crate::error::{Error, Result};
-use crate::git::{Oid, Repo};
+use crate::git::{ObjectId, Repo};
 use crate::model::{Definition, Key};
 use crate::report::FileError;
 
@@ -41,7 +41,7 @@ pub(super) fn check_no_symlink_on_path(repo: &Repo, path: &str) -> Result<()> {
 pub struct GitFile {
     /// Relative to the sync root.
     pub path: String,
-    pub oid: Oid,
+    pub oid: ObjectId,
     pub digest: Digest,
 }
 
@@ -88,7 +88,7 @@ pub fn scan_commit(
 ) -> Result<Tree> {
     let prefix = if req.path == "." { String::new() } else { format!("{}/", req.path) };
     let mut scan_entries = Vec::new();
-    let mut oids: Vec<Oid> = Vec::new();
+    let mut oids: Vec<ObjectId> = Vec::new();
     let mut ignore_oid = None;
     for e in repo.ls_tree(treeish, &req.path)? {
         let rel = if prefix.is_empty() { Some(e.path.as_str()) } else { e.path.strip_prefix(&prefix) };
@@ -109,18 +109,21 @@ pub fn scan_commit(
             scan::EntryKind::Other
         };
         if rel == ".defsyncignore" && kind == scan::EntryKind::File {
-            ignore_oid = Some(e.oid.clone());
+            ignore_oid = ObjectId::from_hex(&e.oid);
         }
         // The path's own allocation, without the prefix: 100,000 paths are not copied.
         let cut = e.path.len() - rel.len();
         let mut path = e.path;
         path.drain(..cut);
         scan_entries.push(scan::Entry { path, kind });
-        oids.push(e.oid);
+        oids.push(
+            ObjectId::from_hex(&e.oid)
+                .ok_or_else(|| Error::Git(format!("git ls-tree gave the object name {:?}", e.oid)))?,
+        );
     }
     let ignore_text = match ignore_oid {
         Some(oid) => {
-            let blob = repo.read_blobs(&[oid.as_str()])?.pop().unwrap_or_default();
+            let blob = read_blobs(repo, &[oid])?.pop().unwrap_or_default();
             Some(
                 String::from_utf8(blob)
                     .map_err(|_| Error::Config(format!("{prefix}.defsyncignore is not UTF-8 text")))?,
@@ -130,7 +133,7 @@ pub fn scan_commit(
     };
     let mut selection = scan::select(&scan_entries, ignore_text.as_deref(), req.prefix());
     let index: HashMap<&str, usize> = scan_entries.iter().enumerate().map(|(i, e)| (e.path.as_str(), i)).collect();
-    let oid_of = |path: &str| oids[index[path]].as_str();
+    let oid_of = |path: &str| oids[index[path]];
 
     // Files whose content the base proves, by entry: the base's own key and digest, borrowed.
     // The proof is the object ID Git itself computed for the committed bytes at that path, and
@@ -140,31 +143,31 @@ pub fn scan_commit(
         let Some(blob) = &value.blob else { continue };
         let path = default_path(key);
         let Some(&i) = index.get(path.as_str()) else { continue };
-        if &oids[i] == blob && selection.files.binary_search(&path).is_ok() {
+        if oids[i] == *blob && selection.files.binary_search(&path).is_ok() {
             proven[i] = Some((key, &value.digest));
         }
     }
     let is_proven = |path: &str| proven[index[path]].is_some();
 
     // What the earlier scan knows, by object name.
-    let mut known: HashMap<Oid, (Key, Digest)> =
+    let mut known: HashMap<ObjectId, (Key, Digest)> =
         known.map(|t| t.files.into_iter().map(|(k, f)| (f.oid, (k, f.digest))).collect()).unwrap_or_default();
-    let mut parsed: HashMap<&str, std::result::Result<(Key, Digest), ()>> = HashMap::new();
-    let todo: Vec<&str> = {
+    let mut parsed: HashMap<ObjectId, std::result::Result<(Key, Digest), ()>> = HashMap::new();
+    let todo: Vec<ObjectId> = {
         let mut seen = std::collections::HashSet::new();
         selection
             .files
             .iter()
             .filter(|p| !is_proven(p))
             .map(|p| oid_of(p))
-            .filter(|o| !known.contains_key(*o) && seen.insert(*o))
+            .filter(|o| !known.contains_key(o) && seen.insert(*o))
             .collect()
     };
-    let path_of: HashMap<&str, &str> =
+    let path_of: HashMap<ObjectId, &str> =
         selection.files.iter().filter(|p| !is_proven(p)).map(|p| (oid_of(p), p.as_str())).collect();
     // Chunks bound the memory held at once; each is parsed in parallel.
     for chunk in todo.chunks(4096) {
-        let blobs = repo.read_blobs(chunk)?;
+        let blobs = read_blobs(repo, chunk)?;
         let batch = scan::parse_files(chunk.iter().map(|o| path_of[o].to_owned()).zip(blobs).collect(), req.prefix());
         let mut found: HashMap<String, (Key, Digest)> =
             batch.files.into_iter().map(|(k, f)| (f.path, (k, f.digest))).collect();
@@ -172,15 +175,15 @@ pub fn scan_commit(
         for oid in chunk {
             match found.remove(path_of[oid]) {
                 Some(entry) => {
-                    parsed.insert(oid, Ok(entry));
+                    parsed.insert(*oid, Ok(entry));
                 }
                 // A bad file, or a good one that shares its key with another file of the chunk.
                 None => unsure.push(*oid),
             }
         }
         if !unsure.is_empty() {
-            for (oid, blob) in unsure.iter().zip(repo.read_blobs(&unsure)?) {
-                parsed.insert(oid, scan::parse_counted(&blob).map(|d| (d.key(), d.digest())).map_err(drop));
+            for (oid, blob) in unsure.iter().zip(read_blobs(repo, &unsure)?) {
+                parsed.insert(*oid, scan::parse_counted(&blob).map(|d| (d.key(), d.digest())).map_err(drop));
             }
         }
     }
@@ -195,16 +198,16 @@ pub fn scan_commit(
     let mut bad: Vec<String> = Vec::new();
     for path in std::mem::take(&mut selection.files) {
         let i = index[path.as_str()];
-        let oid = oids[i].as_str();
+        let oid = oids[i];
         // Each known entry is moved out once; a blob at a second path (a copy of a file, and so a
         // duplicate key) is parsed again.
-        let entry = match proven[i].take().map(|(k, d)| (k.clone(), d.clone())).or_else(|| known.remove(oid)) {
+        let entry = match proven[i].take().map(|(k, d)| (k.clone(), d.clone())).or_else(|| known.remove(&oid)) {
             Some(entry) => Ok(entry),
-            None => match parsed.get(oid) {
+            None => match parsed.get(&oid) {
                 Some(Ok((k, d))) => Ok((k.clone(), d.clone())),
                 Some(Err(())) => Err(()),
                 None => {
-                    let blob = repo.read_blobs(&[oid])?.pop().unwrap_or_default();
+                    let blob = read_blobs(repo, &[oid])?.pop().unwrap_or_default();
                     scan::parse_counted(&blob).map(|d| (d.key(), d.digest())).map_err(drop)
                 }
             },
@@ -213,7 +216,7 @@ pub fn scan_commit(
             bad.push(path);
             continue;
         };
-        let file = GitFile { path, oid: oid.to_owned(), digest };
+        let file = GitFile { path, oid, digest };
         match files.insert_new(key, file) {
             Ok(()) => in_files[i] = true,
             Err((key, file)) => {
@@ -225,7 +228,7 @@ pub fn scan_commit(
     let mut tree = Tree { files: files.finish(), errors: selection.errors, ..Tree::default() };
     if !bad.is_empty() {
         // Parse the bad files again for their messages; they are few.
-        let blobs = repo.read_blobs(&bad.iter().map(|p| oid_of(p)).collect::<Vec<_>>())?;
+        let blobs = read_blobs(repo, &bad.iter().map(|p| oid_of(p)).collect::<Vec<_>>())?;
         let reparsed = scan::parse_files(bad.into_iter().zip(blobs).collect(), req.prefix());
         tree.errors.extend(reparsed.errors);
     }
@@ -254,7 +257,7 @@ pub fn scan_commit(
 
 /// Reads and parses the definitions of some files of a commit.
 pub(super) fn load_definitions(repo: &Repo, files: &[&GitFile]) -> Result<Vec<Definition>> {
-    let blobs = repo.read_blobs(&files.iter().map(|f| f.oid.as_str()).collect::<Vec<_>>())?;
+    let blobs = read_blobs(repo, &files.iter().map(|f| f.oid).collect::<Vec<_>>())?;
     files
         .iter()
         .zip(blobs)
@@ -263,6 +266,12 @@ pub(super) fn load_definitions(repo: &Repo, files: &[&GitFile]) -> Result<Vec<De
                 .map_err(|e| Error::Other(anyhow::anyhow!("{} changed while it was read: {e}", f.path)))
         })
         .collect()
+}
+
+/// Reads blobs by their names, in the order given (see [`Repo::read_blobs`]).
+pub(super) fn read_blobs(repo: &Repo, oids: &[ObjectId]) -> Result<Vec<Vec<u8>>> {
+    let hex: Vec<String> = oids.iter().map(ObjectId::to_hex).collect();
+    repo.read_blobs(&hex.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 pub(super) fn short(oid: &str) -> &str {
