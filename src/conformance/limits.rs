@@ -51,8 +51,20 @@ pub async fn body_413(cx: &Cx) -> Outcome {
                 cx.max_body() / MIB
             )));
         }
-        let a =
-            cx.send(Method::POST, &format!("/v1/projects/{p}/commits"), Auth::Key, &[], Some(probe_body(size))).await?;
+        // A server may answer 413 and close the connection before it reads the body; the client,
+        // still writing, can then see the connection broken instead of the answer (HTTP/1.1
+        // allows both sides this race). The same probe is sent again, at most three times.
+        let mut tries = 1;
+        let a = loop {
+            match cx
+                .send(Method::POST, &format!("/v1/projects/{p}/commits"), Auth::Key, &[], Some(probe_body(size)))
+                .await
+            {
+                Ok(a) => break a,
+                Err(Verdict::Fail(_)) if tries < 3 => tries += 1,
+                Err(e) => return Err(e),
+            }
+        };
         if a.status == 413 {
             check!(a.code() == Some("payload_too_large"), "413 must carry the code payload_too_large: {}", a.summary());
             check_error_shape(&a)?;
