@@ -201,7 +201,12 @@ impl Drop for Server {
 }
 
 fn serve(store: &Path) -> Server {
-    let mut child = Command::new(BIN)
+    serve_with(BIN, store)
+}
+
+/// `serve` on `store` from the binary `bin`, once it has printed its address.
+fn serve_with(bin: &str, store: &Path) -> Server {
+    let mut child = Command::new(bin)
         .args(["serve", "--listen", "127.0.0.1:0", "--store"])
         .arg(store)
         .args(["--key", KEY])
@@ -487,23 +492,7 @@ fn process_usage(pid: u32) -> (f64, u64) {
 /// a manifest asked for again with `If-None-Match`.
 fn serve_reads(n: usize, store_path: &Path, work: &Path, gitconfig: &Path) {
     let bin = std::env::var("DEFSYNC_BENCH_SERVE_BIN").unwrap_or_else(|_| BIN.into());
-    let mut child = Command::new(&bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--store"])
-        .arg(store_path)
-        .args(["--key", KEY])
-        .env("DEFSYNC_LOG", "warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("serve printed its address").unwrap();
-        if let Some(at) = line.find("http://") {
-            break line[at..].trim().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let server = Server(child, url);
+    let server = serve_with(&bin, store_path);
     let pid = server.0.id();
 
     // The first sync is the real client: a no-op status, whose reads these are.
