@@ -486,7 +486,7 @@ fn reported_conflicts(report: &Value) -> Vec<defsync::api::ReportedConflict> {
 /// Skips unless Chromium and Playwright are there; `DEFSYNC_REQUIRE_BROWSER=1` (CI) makes that a
 /// failure. With `DEFSYNC_SCREENSHOTS=<dir>` it writes the README's screenshots there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_end_to_end() {
+async fn browser_end_to_end() -> Result<(), ScriptFailed> {
     let (python, chromium) = match browser_tools() {
         Ok(tools) => tools,
         Err(why) if std::env::var("DEFSYNC_REQUIRE_BROWSER").is_ok_and(|v| v == "1") => {
@@ -494,7 +494,7 @@ async fn browser_end_to_end() {
         }
         Err(why) => {
             eprintln!("SKIPPED dashboard::browser_end_to_end: {why}; set DEFSYNC_REQUIRE_BROWSER=1 to fail instead");
-            return;
+            return Ok(());
         }
     };
     let standin = StandIn::start("").await;
@@ -613,18 +613,39 @@ async fn browser_end_to_end() {
             other => panic!("unknown request {other:?} from the script"),
         };
         stdin.write_all(format!("{answer}\n").as_bytes()).await.unwrap();
-        assert!(started.elapsed() < Duration::from_secs(300), "the browser test takes too long");
+        assert!(started.elapsed() < Duration::from_secs(600), "the browser test takes too long");
     }
     drop(stdin);
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("the script ends").unwrap();
     let log = log.await.unwrap();
-    assert!(done && status.success(), "the browser script failed ({status}):\n{log}\nserver log:\n{}", server.logs());
+    if !(done && status.success()) {
+        // The script's own log, which ends with the check that failed, comes last.
+        let logs = server.logs();
+        let tail: Vec<&str> = logs.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return Err(ScriptFailed(format!(
+            "the browser script failed ({status}).\nthe last lines of the server's log:\n{}\nthe script's log:\n{log}",
+            tail.join("\n")
+        )));
+    }
     // GitHub answers 404 for a workflow missing on the ref, which its OpenAPI description does not
     // list; everything else must conform.
     let violations: Vec<String> = standin.state.lock().unwrap().violations.clone();
     let unexpected: Vec<&String> =
         violations.iter().filter(|v| !v.contains("/dispatches: status 404 is not documented")).collect();
     assert!(unexpected.is_empty(), "traffic that does not conform to GitHub's OpenAPI: {unexpected:#?}");
+    Ok(())
+}
+
+/// The browser script's failure, printed as it is: a test that returns `Err` prints it with
+/// `Debug` and without a backtrace, so the check that failed ends the output instead of being
+/// buried above a panic's backtrace.
+struct ScriptFailed(String);
+
+impl std::fmt::Debug for ScriptFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// GitHub finishing the run that the pull of commit `seq` started: the stand-in's run moves to
@@ -637,8 +658,9 @@ async fn run_completed(standin: &StandIn, server: &ServerProcess, store: &Path, 
         if let Some(row) = outbox.into_iter().filter(|e| e.seq == seq && e.run_id.is_some()).max_by_key(|e| e.id) {
             break row;
         }
-        if started.elapsed() > Duration::from_secs(20) {
-            return json!({"error": format!("no run was started for seq {seq}:\n{}", server.logs())});
+        if started.elapsed() > Duration::from_secs(60) {
+            // The test's failure shows the end of the server's log.
+            return json!({"error": format!("no run was started for seq {seq} in 60 s")});
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };

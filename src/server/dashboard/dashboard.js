@@ -13,12 +13,30 @@ document.addEventListener("DOMContentLoaded", () => {
     text.focus();
     text.setSelectionRange(start, end);
   }
-  // While a pull is queued or running, refresh the page now and then to show how it ends,
-  // unless the user is in the middle of something.
+  // While a pull is queued or running, refresh the page to show how it ends: 5 s after the last
+  // thing the user did, never while a field has the focus, and never once a form is sent or a
+  // link followed (a refresh then would throw away the answer the user is waiting for).
   if (document.querySelector(".history .status.queued, .history .status.running")) {
-    setTimeout(() => {
-      const active = document.activeElement;
-      if (!active || active === document.body) window.location.reload();
-    }, 5000);
+    let timer;
+    const later = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        const active = document.activeElement;
+        if (!active || active === document.body) window.location.reload();
+        else later();
+      }, 5000);
+    };
+    const leaving = () => {
+      clearTimeout(timer);
+      for (const type of ["pointerdown", "keydown"]) document.removeEventListener(type, later);
+    };
+    for (const type of ["pointerdown", "keydown"]) document.addEventListener(type, later);
+    document.addEventListener("submit", leaving);
+    window.addEventListener("pagehide", leaving);
+    document.addEventListener("click", (e) => {
+      const link = e.target.closest("a[href]");
+      if (link && !link.getAttribute("href").startsWith("#")) leaving();
+    });
+    later();
   }
 });
