@@ -63,8 +63,11 @@ def shot(page, name):
 
 
 def goto(page, url):
-    """Opens `url`. The page reloads itself while a pull is queued or running (dashboard.js), and
-    that reload may cut a navigation short: then it is tried again."""
+    """Loads `url` afresh. The page reloads itself while a pull is queued or running
+    (dashboard.js), and that reload may cut a navigation short: then it is tried again."""
+    if page.url.split("#")[0] == url.split("#")[0]:
+        # A navigation that changes only the fragment scrolls the page it is on: it loads nothing.
+        page.goto("about:blank")
     for attempt in range(3):
         try:
             page.goto(url)
@@ -97,7 +100,13 @@ def wait_for_status(page, seq, status, timeout=90):
         if seen == status:
             return
         time.sleep(0.5)
-    raise AssertionError(f"commit seq {seq}: the pull shows {seen!r}, not {status!r}, after {timeout}s")
+    state = evaluate(
+        page,
+        """() => ({url: location.href, loaded_ms_ago: Math.round(performance.now()),
+                  focus: document.activeElement && document.activeElement.outerHTML.slice(0, 200),
+                  visibility: document.visibilityState})""",
+    )
+    raise AssertionError(f"commit seq {seq}: the pull shows {seen!r}, not {status!r}, after {timeout}s; the page: {state}")
 
 
 def edit(page, name, old, new):
@@ -199,6 +208,9 @@ def main():
                 break
             assert time.time() < deadline, cell.inner_text()
             time.sleep(0.5)
+        step("a page with a pull queued refreshes itself")
+        with page.expect_event("load", timeout=30_000):
+            pass
         page.get_by_role("button", name="Sync now").click()
         expect(page.locator("p.notice")).to_contain_text("A pull is queued")
 

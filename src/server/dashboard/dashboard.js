@@ -23,7 +23,8 @@ document.addEventListener("DOMContentLoaded", () => {
       timer = setTimeout(() => {
         const active = document.activeElement;
         if (!active || active === document.body) window.location.reload();
-        else later();
+        // Armed again: a reload that another navigation cancels must not end the refreshing.
+        later();
       }, 5000);
     };
     const leaving = () => {
