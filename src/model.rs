@@ -1,6 +1,9 @@
 //! Definitions, their keys, and the validation rules of contract part 1.
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -15,21 +18,109 @@ pub const MAX_CANONICAL_BYTES: usize = 1024 * 1024;
 /// A definition's identity within a project: `(kind, name)`.
 ///
 /// Ordered by kind, then name, both by UTF-8 bytes, which is the manifest order of the contract.
+/// A run holds three maps keyed by every definition (base, manifest, files): the kind is shared
+/// ([`Kind`]) and the name kept at its length, so a key costs one small allocation, not two.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Key {
-    pub kind: String,
-    pub name: String,
+    pub kind: Kind,
+    pub name: Box<str>,
 }
 
 impl Key {
-    pub fn new(kind: impl Into<String>, name: impl Into<String>) -> Self {
-        Key { kind: kind.into(), name: name.into() }
+    pub fn new(kind: impl AsRef<str>, name: impl Into<Box<str>>) -> Self {
+        Key { kind: Kind::new(kind.as_ref()), name: name.into() }
     }
 }
 
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{:?}", self.kind, self.name)
+    }
+}
+
+/// A definition kind: a string that every key of that kind shares. A project has a handful of
+/// kinds and up to hundreds of thousands of keys; each key holds a reference, not a copy.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Kind(Arc<str>);
+
+impl Kind {
+    /// The shared string for `kind`. Keys are mostly made in kind order (manifests, the base and
+    /// sorted trees list one kind after another), so the last kind is tried before the table.
+    pub fn new(kind: &str) -> Self {
+        static KINDS: Mutex<BTreeSet<Arc<str>>> = Mutex::new(BTreeSet::new());
+        thread_local! {
+            static LAST: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
+        }
+        LAST.with_borrow_mut(|last| {
+            if let Some(k) = last.as_ref().filter(|k| ***k == *kind) {
+                return Kind(k.clone());
+            }
+            let mut kinds = KINDS.lock().unwrap_or_else(PoisonError::into_inner);
+            let k = match kinds.get(kind) {
+                Some(k) => k.clone(),
+                None => {
+                    let k: Arc<str> = Arc::from(kind);
+                    kinds.insert(k.clone());
+                    k
+                }
+            };
+            *last = Some(k.clone());
+            Kind(k)
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Kind {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Kind {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for Kind {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for Kind {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let kind = std::borrow::Cow::<str>::deserialize(d)?;
+        Ok(Kind::new(&kind))
     }
 }
 
@@ -44,7 +135,7 @@ pub struct Definition {
 
 impl Definition {
     pub fn key(&self) -> Key {
-        Key::new(&self.kind, &self.name)
+        Key::new(&self.kind, self.name.as_str())
     }
 
     /// The RFC 8785 canonical form of `{"kind", "name", "spec"}`.
@@ -154,6 +245,24 @@ pub fn validate_spec(value: &Value, depth: usize) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_share_their_kind_and_order_by_kind_then_name() {
+        let a = Key::new("workflow", "b");
+        let b = Key::new(String::from("workflow"), "a");
+        assert!(Arc::ptr_eq(&a.kind.0, &b.kind.0), "one kind, one string");
+        // Another thread has its own last kind but the same table.
+        let c = std::thread::spawn(|| Key::new("workflow", "c")).join().unwrap();
+        assert!(Arc::ptr_eq(&a.kind.0, &c.kind.0));
+        let mut keys = [Key::new("zeta", "a"), a.clone(), Key::new("connection", "z"), b.clone()];
+        keys.sort();
+        let shown: Vec<String> = keys.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, [r#"connection/"z""#, r#"workflow/"a""#, r#"workflow/"b""#, r#"zeta/"a""#]);
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(json, r#"{"kind":"workflow","name":"b"}"#);
+        assert_eq!(serde_json::from_str::<Key>(&json).unwrap(), a);
+        assert_eq!(a.kind, "workflow");
+    }
 
     #[test]
     fn kinds() {

@@ -30,7 +30,7 @@ fn agreement(
         .into_iter()
         .map(|(k, d)| {
             let blob = d.as_ref().and_then(|d| git.get(&k).and_then(|f| proof(&k, f, d)));
-            BaseUpdate { kind: k.kind, name: k.name, digest: d, blob }
+            BaseUpdate { kind: k.kind.to_string(), name: k.name.into(), digest: d, blob }
         })
         .collect();
     if state.base.values().any(|v| v.blob.is_some()) {
@@ -42,14 +42,14 @@ fn agreement(
             if base.blob == Some(file.oid)
                 || base.digest != file.digest
                 || state.manifest.get(key).is_none_or(|(d, _)| *d != file.digest)
-                || sent.contains(&(key.kind.as_str(), key.name.as_str()))
+                || sent.contains(&(key.kind.as_str(), &*key.name))
             {
                 continue;
             }
             if let Some(blob) = proof(key, file, &file.digest) {
                 refresh.push(BaseUpdate {
-                    kind: key.kind.clone(),
-                    name: key.name.clone(),
+                    kind: key.kind.to_string(),
+                    name: key.name.to_string(),
                     digest: Some(file.digest.clone()),
                     blob: Some(blob),
                 });

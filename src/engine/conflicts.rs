@@ -43,8 +43,8 @@ pub(super) fn report_conflicts(
     for item in items {
         let file = git.files.get(&item.key);
         report.conflicts.push(report::Conflict {
-            kind: item.key.kind.clone(),
-            name: item.key.name.clone(),
+            kind: item.key.kind.to_string(),
+            name: item.key.name.to_string(),
             path: file.map(|f| req.repo_path(&f.path)),
             base: item.base.clone(),
             git: item.git.clone(),

@@ -355,8 +355,8 @@ fn place(
     let change = Change {
         side: Side::Git,
         op,
-        kind: item.key.kind.clone(),
-        name: item.key.name.clone(),
+        kind: item.key.kind.to_string(),
+        name: item.key.name.to_string(),
         path: Some(path.clone()),
     };
     Some((change, path))

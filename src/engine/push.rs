@@ -89,16 +89,18 @@ pub async fn push(repo: &Repo, platform: &Platform, req: &Request) -> Result<Rep
                         Some(file.path.clone()),
                     )
                 }
-                None => {
-                    (ApiChange::Delete { kind: item.key.kind.clone(), name: item.key.name.clone() }, Op::Delete, None)
-                }
+                None => (
+                    ApiChange::Delete { kind: item.key.kind.to_string(), name: item.key.name.to_string() },
+                    Op::Delete,
+                    None,
+                ),
             };
             changes.push(change);
             report.changes.push(Change {
                 side: Side::Platform,
                 op,
-                kind: item.key.kind.clone(),
-                name: item.key.name.clone(),
+                kind: item.key.kind.to_string(),
+                name: item.key.name.to_string(),
                 path: path.map(|p| req.repo_path(&p)),
             });
         }

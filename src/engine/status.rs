@@ -82,5 +82,5 @@ pub async fn status(repo: &Repo, platform: &Platform, req: &Request) -> Result<R
 }
 
 fn change(req: &Request, side: Side, op: Op, key: &Key, rel: Option<String>) -> Change {
-    Change { side, op, kind: key.kind.clone(), name: key.name.clone(), path: rel.map(|r| req.repo_path(&r)) }
+    Change { side, op, kind: key.kind.to_string(), name: key.name.to_string(), path: rel.map(|r| req.repo_path(&r)) }
 }
