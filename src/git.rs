@@ -511,7 +511,7 @@ impl Repo {
     }
 
     /// Reads blobs through one `git cat-file --batch`, in the order given.
-    pub fn read_blobs(&self, oids: &[&str]) -> Result<Vec<Vec<u8>>> {
+    pub fn read_blobs(&self, oids: &[ObjectId]) -> Result<Vec<Vec<u8>>> {
         if oids.is_empty() {
             return Ok(Vec::new());
         }

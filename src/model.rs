@@ -81,18 +81,6 @@ impl std::ops::Deref for Kind {
     }
 }
 
-impl AsRef<str> for Kind {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl PartialEq<str> for Kind {
-    fn eq(&self, other: &str) -> bool {
-        *self.0 == *other
-    }
-}
-
 impl PartialEq<&str> for Kind {
     fn eq(&self, other: &&str) -> bool {
         *self.0 == **other

@@ -37,7 +37,7 @@ pub(super) fn report_conflicts(
     resolution: impl Fn(&Item) -> Resolution,
 ) -> Result<()> {
     let files: Vec<&GitFile> = items.iter().filter_map(|i| git.files.get(&i.key)).collect();
-    let blobs = crate::engine::tree::read_blobs(repo, &files.iter().map(|f| f.oid).collect::<Vec<_>>())?;
+    let blobs = repo.read_blobs(&files.iter().map(|f| f.oid).collect::<Vec<_>>())?;
     let texts: HashMap<crate::git::ObjectId, String> =
         files.iter().zip(blobs).map(|(f, b)| (f.oid, String::from_utf8_lossy(&b).into_owned())).collect();
     for item in items {

@@ -123,7 +123,7 @@ pub fn scan_commit(
     }
     let ignore_text = match ignore_oid {
         Some(oid) => {
-            let blob = read_blobs(repo, &[oid])?.pop().unwrap_or_default();
+            let blob = repo.read_blobs(&[oid])?.pop().unwrap_or_default();
             Some(
                 String::from_utf8(blob)
                     .map_err(|_| Error::Config(format!("{prefix}.defsyncignore is not UTF-8 text")))?,
@@ -167,7 +167,7 @@ pub fn scan_commit(
         selection.files.iter().filter(|p| !is_proven(p)).map(|p| (oid_of(p), p.as_str())).collect();
     // Chunks bound the memory held at once; each is parsed in parallel.
     for chunk in todo.chunks(4096) {
-        let blobs = read_blobs(repo, chunk)?;
+        let blobs = repo.read_blobs(chunk)?;
         let batch = scan::parse_files(chunk.iter().map(|o| path_of[o].to_owned()).zip(blobs).collect(), req.prefix());
         let mut found: HashMap<String, (Key, Digest)> =
             batch.files.into_iter().map(|(k, f)| (f.path, (k, f.digest))).collect();
@@ -182,7 +182,7 @@ pub fn scan_commit(
             }
         }
         if !unsure.is_empty() {
-            for (oid, blob) in unsure.iter().zip(read_blobs(repo, &unsure)?) {
+            for (oid, blob) in unsure.iter().zip(repo.read_blobs(&unsure)?) {
                 parsed.insert(*oid, scan::parse_counted(&blob).map(|d| (d.key(), d.digest())).map_err(drop));
             }
         }
@@ -207,7 +207,7 @@ pub fn scan_commit(
                 Some(Ok((k, d))) => Ok((k.clone(), d.clone())),
                 Some(Err(())) => Err(()),
                 None => {
-                    let blob = read_blobs(repo, &[oid])?.pop().unwrap_or_default();
+                    let blob = repo.read_blobs(&[oid])?.pop().unwrap_or_default();
                     scan::parse_counted(&blob).map(|d| (d.key(), d.digest())).map_err(drop)
                 }
             },
@@ -228,7 +228,7 @@ pub fn scan_commit(
     let mut tree = Tree { files: files.finish(), errors: selection.errors, ..Tree::default() };
     if !bad.is_empty() {
         // Parse the bad files again for their messages; they are few.
-        let blobs = read_blobs(repo, &bad.iter().map(|p| oid_of(p)).collect::<Vec<_>>())?;
+        let blobs = repo.read_blobs(&bad.iter().map(|p| oid_of(p)).collect::<Vec<_>>())?;
         let reparsed = scan::parse_files(bad.into_iter().zip(blobs).collect(), req.prefix());
         tree.errors.extend(reparsed.errors);
     }
@@ -257,7 +257,7 @@ pub fn scan_commit(
 
 /// Reads and parses the definitions of some files of a commit.
 pub(super) fn load_definitions(repo: &Repo, files: &[&GitFile]) -> Result<Vec<Definition>> {
-    let blobs = read_blobs(repo, &files.iter().map(|f| f.oid).collect::<Vec<_>>())?;
+    let blobs = repo.read_blobs(&files.iter().map(|f| f.oid).collect::<Vec<_>>())?;
     files
         .iter()
         .zip(blobs)
@@ -266,12 +266,6 @@ pub(super) fn load_definitions(repo: &Repo, files: &[&GitFile]) -> Result<Vec<De
                 .map_err(|e| Error::Other(anyhow::anyhow!("{} changed while it was read: {e}", f.path)))
         })
         .collect()
-}
-
-/// Reads blobs by their names, in the order given (see [`Repo::read_blobs`]).
-pub(super) fn read_blobs(repo: &Repo, oids: &[ObjectId]) -> Result<Vec<Vec<u8>>> {
-    let hex: Vec<String> = oids.iter().map(ObjectId::to_hex).collect();
-    repo.read_blobs(&hex.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 pub(super) fn short(oid: &str) -> &str {

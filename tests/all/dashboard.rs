@@ -621,11 +621,10 @@ async fn browser_end_to_end() -> Result<(), ScriptFailed> {
     if !(done && status.success()) {
         // The script's own log, which ends with the check that failed, comes last.
         let logs = server.logs();
-        let tail: Vec<&str> = logs.lines().rev().take(40).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        let lines: Vec<&str> = logs.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
         return Err(ScriptFailed(format!(
-            "the browser script failed ({status}).\nthe last lines of the server's log:\n{}\nthe script's log:\n{log}",
-            tail.join("\n")
+            "the browser script failed ({status}).\nthe last lines of the server's log:\n{tail}\nthe script's log:\n{log}"
         )));
     }
     // GitHub answers 404 for a workflow missing on the ref, which its OpenAPI description does not

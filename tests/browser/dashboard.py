@@ -62,31 +62,29 @@ def shot(page, name):
         page.screenshot(path=os.path.join(SHOTS, f"{name}.png"), full_page=False)
 
 
+def through_refresh(page, call, cut_short):
+    """`call()`, tried again (at most three times) when the page's own refresh (dashboard.js
+    reloads it while a pull is queued or running) cut it short with an error saying `cut_short`."""
+    for attempt in range(3):
+        try:
+            return call()
+        except PlaywrightError as e:
+            if cut_short not in str(e) or attempt == 2:
+                raise
+            page.wait_for_load_state()
+
+
 def goto(page, url):
-    """Loads `url` afresh. The page reloads itself while a pull is queued or running
-    (dashboard.js), and that reload may cut a navigation short: then it is tried again."""
+    """Loads `url` afresh."""
     if page.url.split("#")[0] == url.split("#")[0]:
         # A navigation that changes only the fragment scrolls the page it is on: it loads nothing.
         page.goto("about:blank")
-    for attempt in range(3):
-        try:
-            page.goto(url)
-            return
-        except PlaywrightError as e:
-            if "interrupted by another navigation" not in str(e) or attempt == 2:
-                raise
-            page.wait_for_load_state()
+    through_refresh(page, lambda: page.goto(url), "interrupted by another navigation")
 
 
 def evaluate(page, script):
-    """`page.evaluate`, tried again when the page's own refresh replaced the document under it."""
-    for attempt in range(3):
-        try:
-            return page.evaluate(script)
-        except PlaywrightError as e:
-            if "Execution context was destroyed" not in str(e) or attempt == 2:
-                raise
-            page.wait_for_load_state()
+    """`page.evaluate`, on a page that may refresh itself."""
+    return through_refresh(page, lambda: page.evaluate(script), "Execution context was destroyed")
 
 
 def wait_for_status(page, seq, status, timeout=90):
