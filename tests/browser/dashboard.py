@@ -206,7 +206,10 @@ def main():
                 break
             assert time.time() < deadline, cell.inner_text()
             time.sleep(0.5)
-        step("a page with a pull queued refreshes itself")
+        step("a page with a pull queued refreshes itself, also after a link opened in another tab")
+        with page.context.expect_page() as opened:
+            page.locator("#definitions a.name").first.click(modifiers=["Control"])
+        opened.value.close()
         with page.expect_event("load", timeout=30_000):
             pass
         page.get_by_role("button", name="Sync now").click()
@@ -222,10 +225,13 @@ def main():
         assert "a: 2" in page.get_by_label("Definition (YAML: kind, name, spec)").input_value()
         shot(page, "invalid")
 
-        step("keyboard: the skip link comes first")
+        step("keyboard: the skip link comes first, and keeps the focus")
         goto(page, f"{URL}/projects/{PROJECT}")
         page.keyboard.press("Tab")
         assert evaluate(page, "() => document.activeElement.textContent") == "Skip to content"
+        # A pull is queued, so the page refreshes itself, but not under the keyboard's focus.
+        page.wait_for_timeout(7_000)
+        assert evaluate(page, "() => document.activeElement.textContent") == "Skip to content", "a refresh took the focus"
 
         assert not problems, problems
         browser.close()

@@ -14,15 +14,22 @@ document.addEventListener("DOMContentLoaded", () => {
     text.setSelectionRange(start, end);
   }
   // While a pull is queued or running, refresh the page to show how it ends: 5 s after the last
-  // thing the user did, never while a field has the focus, and never once a form is sent or a
-  // link followed (a refresh then would throw away the answer the user is waiting for).
+  // thing the user did, never while a field has the focus or the keyboard has moved the focus
+  // (a refresh would lose the place), and never once a form is sent or a link followed (it would
+  // throw away the answer the user is waiting for).
   if (document.querySelector(".history .status.queued, .history .status.running")) {
     let timer;
-    const later = () => {
+    let byKeyboard = false;
+    const later = (event) => {
+      if (event) byKeyboard = event.type === "keydown";
       clearTimeout(timer);
       timer = setTimeout(() => {
         const active = document.activeElement;
-        if (!active || active === document.body) window.location.reload();
+        const busy =
+          active &&
+          active !== document.body &&
+          (byKeyboard || active.matches("input, textarea, select, [contenteditable]"));
+        if (!busy) window.location.reload();
         // Armed again: a reload that another navigation cancels must not end the refreshing.
         later();
       }, 5000);
@@ -36,7 +43,9 @@ document.addEventListener("DOMContentLoaded", () => {
     window.addEventListener("pagehide", leaving);
     document.addEventListener("click", (e) => {
       const link = e.target.closest("a[href]");
-      if (link && !link.getAttribute("href").startsWith("#")) leaving();
+      // A link opened in another tab or window (a modifier key, `target`) leaves this page as it is.
+      const elsewhere = e.ctrlKey || e.metaKey || e.shiftKey || e.altKey || e.button !== 0 || link?.target;
+      if (link && !elsewhere && !link.getAttribute("href").startsWith("#")) leaving();
     });
     later();
   }
